@@ -1,0 +1,252 @@
+"""The `pilotage` command line: parses, calls the library, prints.
+
+Exit codes: 0 success; 1 some drop was refused (the others loaded);
+2 usage error; 3 warehouse problem (missing, unreadable, outdated);
+75 the warehouse is busy with another load (try again later).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import click
+
+from pilotage import formats
+from pilotage.warehouse import Warehouse, WarehouseBusy, WarehouseError
+
+EXIT_REFUSED = 1
+EXIT_WAREHOUSE = 3
+EXIT_BUSY = 75
+
+
+class PilotageError(click.ClickException):
+    """A user-facing error with a meaningful exit code."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_WAREHOUSE):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _warehouse(ctx: click.Context) -> Warehouse:
+    return Warehouse(ctx.obj["warehouse"])
+
+
+def _guard(func):
+    """Turn library errors into clear messages and exit codes."""
+
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except WarehouseBusy as exc:
+            raise PilotageError(str(exc), EXIT_BUSY) from None
+        except (WarehouseError, FileNotFoundError) as exc:
+            raise PilotageError(str(exc)) from None
+
+    wrapper.__name__ = func.__name__
+    wrapper.__doc__ = func.__doc__
+    return wrapper
+
+
+def _date(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date YYYY-MM-DD") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--warehouse", "-w", type=click.Path(dir_okay=False), envvar="PILOTAGE_WAREHOUSE",
+              help="Warehouse file (default $PILOTAGE_WAREHOUSE, else ./pilotage.duckdb).")
+@click.version_option(package_name="pilotage")
+@click.pass_context
+def main(ctx: click.Context, warehouse: str | None) -> None:
+    """pilotage: steering and reporting for subsidised-employment contracts."""
+    ctx.ensure_object(dict)
+    ctx.obj["warehouse"] = warehouse
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--wait", type=float, default=0.0, show_default=True,
+              help="Seconds to wait for another load to finish before giving up.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only refused drops and the final line.")
+@click.pass_context
+@_guard
+def load(ctx: click.Context, paths: tuple[str, ...], wait: float, quiet: bool) -> None:
+    """Load drops (a drop folder YYYY-MM-DD, or a folder of them) into the warehouse.
+
+    Example: pilotage load /data/drops/2006-03-14 /data/backlog
+    """
+    from pilotage.etl.drop import find_drops
+    from pilotage.etl.loader import load_drops
+
+    warehouse = _warehouse(ctx)
+    total = len(find_drops([Path(p) for p in paths]))
+    started = time.monotonic()
+
+    def on_drop(outcome) -> None:
+        if not quiet or outcome.outcome == "refused":
+            click.echo(outcome.summary(), err=outcome.outcome == "refused")
+            for warning in outcome.warnings:
+                click.echo(f"  warning: {warning}", err=True)
+
+    with click.progressbar(length=total, label="loading drops", file=sys.stderr,
+                           show_pos=True) if total >= 20 else _NoBar() as bar:
+        result = load_drops(warehouse, paths, wait=wait, on_drop=on_drop, on_progress=bar.update)
+    counts = {k: sum(1 for d in result.drops if d.outcome == k) for k in ("loaded", "skipped", "refused")}
+    click.echo(
+        f"{counts['loaded']} loaded, {counts['skipped']} skipped, {counts['refused']} refused "
+        f"in {time.monotonic() - started:.1f} s -> {warehouse.path}"
+    )
+    if result.released_payments:
+        click.echo(f"{result.released_payments} held payment(s) loaded now that their contract arrived")
+    if not result.ok:
+        ctx.exit(EXIT_REFUSED)
+
+
+class _NoBar:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, n: int) -> None:
+        pass
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_context
+@_guard
+def status(ctx: click.Context, fmt: str) -> None:
+    """What the warehouse holds: as-of date, drops, rows, rejects.
+
+    Example: pilotage status --format json
+    """
+    from pilotage.etl.audit import status as read_status
+
+    info = read_status(_warehouse(ctx))
+    if fmt == "json":
+        click.echo(formats.to_json(info))
+        return
+    width = max(len(k) for k in info)
+    for key, value in info.items():
+        click.echo(f"{key.ljust(width)}  {'' if value is None else value}")
+
+
+@main.command()
+@click.option("--drop", "drop", callback=_date, help="Only the rejects of this drop (YYYY-MM-DD).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.pass_context
+@_guard
+def rejects(ctx: click.Context, drop: date | None, fmt: str) -> None:
+    """The quarantine: rejected rows with file, line, column and rule.
+
+    Example: pilotage rejects --drop 2006-03-14 --format csv
+    """
+    from pilotage.etl.audit import REJECT_COLUMNS
+    from pilotage.etl.audit import rejects as read_rejects
+    from pilotage.etl.spec import rule_messages
+
+    rows = read_rejects(_warehouse(ctx), drop)
+    if fmt == "json":
+        click.echo(formats.to_json(rows))
+    elif fmt == "csv":
+        click.echo(formats.to_csv(rows, REJECT_COLUMNS), nl=False)
+    else:
+        click.echo(formats.to_table(rows, REJECT_COLUMNS))
+        messages = rule_messages()
+        used = sorted({r["rule"] for r in rows})
+        if used:
+            click.echo("\nrules:")
+            for rule in used:
+                click.echo(f"  {rule}: {messages.get(rule, '')}")
+
+
+@main.command()
+@click.pass_context
+@_guard
+def migrate(ctx: click.Context) -> None:
+    """Bring the warehouse file to this release's schema (creating it if needed)."""
+    from pilotage.warehouse.schema import SCHEMA_VERSION
+
+    warehouse = _warehouse(ctx)
+    with warehouse.write():
+        pass
+    click.echo(f"{warehouse.path} is at schema version {SCHEMA_VERSION}")
+
+
+@main.command()
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--start", callback=_date, default="2006-01-01", show_default=True)
+@click.option("--end", callback=_date, default="2006-12-31", show_default=True)
+@click.option("--scale", type=float, default=1.0, show_default=True,
+              help="1 is about 250,000 contract entries a year.")
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--bad-rows/--no-bad-rows", default=True, show_default=True,
+              help="Include a small share of rows breaking each rule of the interface.")
+def generate(out: str, start: date, end: date, scale: float, seed: int, bad_rows: bool) -> None:
+    """Write realistic synthetic drops, one folder per working day.
+
+    Example: pilotage generate drops --start 2006-01-01 --end 2006-12-31 --scale 1
+    """
+    drops = _generate(Path(out), start, end, scale, seed, bad_rows)
+    click.echo(f"{len(drops)} drops written to {out}")
+
+
+def _generate(out: Path, start: date, end: date, scale: float, seed: int, bad_rows: bool) -> list[Path]:
+    from pilotage.etl.generate import generate_drops
+
+    if end < start:
+        raise click.BadParameter("--end is before --start")
+    days = (end - start).days + 1
+    with click.progressbar(length=days * 5 // 7, label="generating drops", file=sys.stderr, show_pos=True) as bar:
+        return generate_drops(out, start, end, scale=scale, seed=seed, bad_rows=bad_rows, progress=bar.update)
+
+
+@main.command()
+@click.option("--out", "out", type=click.Path(file_okay=False), default="pilotage-demo", show_default=True,
+              help="Working folder: drops, warehouse and reports go there.")
+@click.option("--scale", type=float, default=0.5, show_default=True)
+@click.option("--year", type=int, default=2006, show_default=True)
+@click.pass_context
+@_guard
+def demo(ctx: click.Context, out: str, scale: float, year: int) -> None:
+    """Generate a year of synthetic drops, load them, and say where to look.
+
+    Example: pilotage demo --out /tmp/demo
+    """
+    from pilotage.etl.loader import load_drops
+
+    folder = Path(out).resolve()
+    drops_dir = folder / "drops"
+    warehouse = Warehouse(ctx.obj["warehouse"] or folder / "pilotage.duckdb")
+    started = time.monotonic()
+    if not drops_dir.exists() or not any(drops_dir.iterdir()):
+        drops = _generate(drops_dir, date(year, 1, 1), date(year, 12, 31), scale, 42, True)
+    else:
+        drops = sorted(p for p in drops_dir.iterdir() if p.is_dir())
+        click.echo(f"reusing the {len(drops)} drops already in {drops_dir}")
+    with click.progressbar(length=len(drops), label="loading drops", file=sys.stderr, show_pos=True) as bar:
+        result = load_drops(warehouse, [drops_dir], on_progress=bar.update)
+    from pilotage.etl.audit import status as read_status
+
+    info = read_status(warehouse)
+    loaded = sum(1 for d in result.drops if d.outcome == "loaded")
+    click.echo(f"\n{loaded} drops loaded in {time.monotonic() - started:.1f} s (as of {info['as_of']}): "
+               f"{info['contracts']:,} contracts, {info['payments']:,} payments, "
+               f"{info['rejected_rows']:,} rejected rows, {info['held_payments']:,} held payments")
+    click.echo(f"\nwarehouse: {warehouse.path}")
+    click.echo(f"drops:     {drops_dir}")
+    click.echo(f"try:       pilotage -w {warehouse.path} status")
+    click.echo(f"           pilotage -w {warehouse.path} rejects --format csv | head")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,298 @@
+"""Loading drops: read → validate → merge → quarantine → audit.
+
+A load runs in one write session of the warehouse (see warehouse/store.py):
+nothing is visible to readers until every drop of the run is applied, and a
+crash at any point leaves the published warehouse as it was.
+
+Drops are loaded in date order, in chunks of several drops at once: a
+backlog of a year of drops is a few vectorised passes, not hundreds of small
+ones. Each chunk is one transaction. Drops that cannot be loaded at all
+(incomplete, unreadable) are refused before their chunk is applied and only
+the audit records them.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Callable, Iterable
+
+import duckdb
+
+from pilotage.etl import merge
+from pilotage.etl.drop import Drop, DropRefused, drop_date, find_drops, inspect_drop, read_control_fingerprint
+from pilotage.etl.quarantine import gather_rejects, store_rejects
+from pilotage.etl.spec import CONTRACTS, ENVELOPES, FILES, PRESCRIPTIONS
+from pilotage.etl.stage import stage_chunk, stage_table
+from pilotage.etl.validate import build_typed
+from pilotage.warehouse import Warehouse
+
+CHUNK_BYTES = 256 * 1024 * 1024
+CRASH_ENV = "PILOTAGE_CRASH_AT"  # fault injection for the tests: a step name
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    file: str
+    read: int = 0
+    loaded: int = 0
+    unchanged: int = 0
+    stale: int = 0
+    rejected: int = 0
+    held: int = 0
+
+
+@dataclass(frozen=True)
+class DropOutcome:
+    date: date
+    path: Path
+    outcome: str  # loaded | skipped | refused
+    message: str | None = None
+    files: tuple[FileOutcome, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def rejected(self) -> int:
+        return sum(f.rejected for f in self.files)
+
+    def summary(self) -> str:
+        """One line for the terminal."""
+        if self.outcome == "skipped":
+            return f"{self.date} skipped: already loaded ({self.path})"
+        if self.outcome == "refused":
+            return f"{self.date} REFUSED: {self.message} ({self.path})"
+        parts = []
+        for f in self.files:
+            detail = [f"{f.loaded} new"]
+            detail += [f"{n} {label}" for n, label in ((f.unchanged, "unchanged"), (f.stale, "stale"),
+                                                       (f.held, "held"), (f.rejected, "rejected")) if n]
+            parts.append(f"{f.file.removesuffix('.csv')} {f.read} ({', '.join(detail)})")
+        return f"{self.date} loaded: " + "; ".join(parts)
+
+
+@dataclass
+class LoadResult:
+    drops: list[DropOutcome] = field(default_factory=list)
+    released_payments: int = 0
+
+    @property
+    def refused(self) -> list[DropOutcome]:
+        return [d for d in self.drops if d.outcome == "refused"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.refused
+
+
+def _crash_point(step: str) -> None:
+    if os.environ.get(CRASH_ENV) == step:
+        os._exit(70)
+
+
+def load_drops(
+    warehouse: Warehouse,
+    paths: Iterable[str | os.PathLike],
+    *,
+    wait: float = 0.0,
+    on_drop: Callable[[DropOutcome], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> LoadResult:
+    """Load the drops found under `paths` into `warehouse`.
+
+    on_drop is called with each drop's outcome, on_progress with a number of
+    drops done (for a progress bar over `len(find_drops(paths))`).
+    """
+    result = LoadResult()
+
+    def report(outcome: DropOutcome) -> None:
+        result.drops.append(outcome)
+        if on_drop:
+            on_drop(outcome)
+
+    drop_paths = find_drops([Path(p) for p in paths])
+    candidates = _not_yet_loaded(warehouse, drop_paths, report, on_progress)
+    if not candidates:
+        return result
+    with warehouse.write(wait=wait) as con:
+        con.execute("SET enable_progress_bar = false")
+        loaded = _loaded_fingerprints(con)
+        drops: list[Drop] = []
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            checked = list(pool.map(_inspect, candidates))
+        for path, item in zip(candidates, checked):
+            if isinstance(item, DropRefused):
+                report(_refuse(con, path, item.reason if item.file is None else f"{item.file}: {item.reason}"))
+                _progress(on_progress, 1)
+            elif (item.date, item.fingerprint) in loaded:
+                report(DropOutcome(item.date, path, "skipped"))
+                _progress(on_progress, 1)
+            else:
+                loaded.add((item.date, item.fingerprint))
+                drops.append(item)
+        for chunk in _chunks(drops, chunk_bytes):
+            outcomes, released = _load_chunk(con, chunk)
+            result.released_payments += released
+            for outcome in outcomes:
+                report(outcome)
+            _progress(on_progress, len(chunk))
+        _crash_point("before_publish")
+    return result
+
+
+def _progress(callback: Callable[[int], None] | None, n: int) -> None:
+    if callback:
+        callback(n)
+
+
+def _inspect(path: Path) -> Drop | DropRefused:
+    try:
+        return inspect_drop(path)
+    except DropRefused as refused:
+        return refused
+
+
+def _not_yet_loaded(warehouse, drop_paths, report, on_progress) -> list[Path]:
+    """Drops whose control file does not match a drop already loaded (read-only check)."""
+    if not warehouse.exists():
+        return list(drop_paths)
+    with warehouse.connect() as con:
+        loaded = _loaded_fingerprints(con)
+    candidates = []
+    for path in drop_paths:
+        key = read_control_fingerprint(path)
+        if key is not None and key in loaded:
+            report(DropOutcome(key[0], path, "skipped"))
+            _progress(on_progress, 1)
+        else:
+            candidates.append(path)
+    return candidates
+
+
+def _loaded_fingerprints(con: duckdb.DuckDBPyConnection) -> set[tuple[date, str]]:
+    rows = con.sql("SELECT DISTINCT drop_date, fingerprint FROM load_drops WHERE outcome = 'loaded'").fetchall()
+    return {(d, fp) for d, fp in rows}
+
+
+def _chunks(drops: list[Drop], chunk_bytes: int) -> Iterable[list[Drop]]:
+    chunk: list[Drop] = []
+    size = 0
+    for drop in drops:
+        if chunk and size + drop.size > chunk_bytes:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(drop)
+        size += drop.size
+    if chunk:
+        yield chunk
+
+
+def _new_load_id(con: duckdb.DuckDBPyConnection) -> int:
+    return con.sql("SELECT nextval('load_id_seq')").fetchall()[0][0]
+
+
+def _refuse(con: duckdb.DuckDBPyConnection, path: Path, reason: str, drop: Drop | None = None) -> DropOutcome:
+    """Record a refused drop in the audit; nothing else of it is written."""
+    when = datetime.now()
+    extract = drop.date if drop else (drop_date(path) or date(1900, 1, 1))
+    fingerprint = drop.fingerprint if drop else ((read_control_fingerprint(path) or (None, ""))[1])
+    con.execute(
+        "INSERT INTO load_drops VALUES (?, ?, ?, ?, 'refused', ?, ?, ?)",
+        [_new_load_id(con), extract, str(path), fingerprint, reason, when, when],
+    )
+    return DropOutcome(extract, path, "refused", reason)
+
+
+def _load_chunk(con: duckdb.DuckDBPyConnection, drops: list[Drop]) -> tuple[list[DropOutcome], int]:
+    started = datetime.now()
+    staged, refused = stage_chunk(con, drops)
+    outcomes: dict[int, DropOutcome] = {}
+    if refused:
+        for seq, reason in refused.items():
+            outcomes[seq] = _refuse(con, drops[seq].path, reason, drops[seq])
+        gone = [s.file_id for s in staged if s.drop_seq in refused]
+        for spec in FILES:
+            con.execute(f"DELETE FROM {stage_table(spec)} WHERE _file_id IN (SELECT unnest(?::INTEGER[]))", [gone])
+        con.execute("DELETE FROM _structural WHERE file_id IN (SELECT unnest(?::INTEGER[]))", [gone])
+        con.execute("DELETE FROM _files WHERE file_id IN (SELECT unnest(?::INTEGER[]))", [gone])
+    for spec in FILES:
+        build_typed(con, spec)
+    kept = [seq for seq in range(len(drops)) if seq not in refused]
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute("CREATE OR REPLACE TEMP TABLE _drop_loads (drop_seq INTEGER, load_id INTEGER)")
+        load_ids = {seq: _new_load_id(con) for seq in kept}
+        if load_ids:
+            con.executemany("INSERT INTO _drop_loads VALUES (?, ?)", list(load_ids.items()))
+        merge.merge_versioned(con, CONTRACTS)
+        merge.update_payment_keys(con)
+        _crash_point("after_contracts")
+        merge.merge_versioned(con, PRESCRIPTIONS)
+        merge.merge_versioned(con, ENVELOPES)
+        merge.merge_payments(con)
+        released = merge.release_held_payments(con)
+        gather_rejects(con)
+        store_rejects(con)
+        _crash_point("before_commit")
+        file_outcomes = _file_outcomes(con, staged)
+        finished = datetime.now()
+        for seq in kept:
+            drop = drops[seq]
+            files = tuple(file_outcomes[s.file_id] for s in staged if s.drop_seq == seq)
+            _audit_loaded(con, load_ids[seq], drop, files, started, finished)
+            outcomes[seq] = DropOutcome(drop.date, drop.path, "loaded", None, files, drop.warnings)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return [outcomes[seq] for seq in sorted(outcomes)], released
+
+
+def _file_outcomes(con: duckdb.DuckDBPyConnection, staged) -> dict[int, FileOutcome]:
+    read = dict(
+        con.sql(
+            "SELECT file_id, sum(n)::BIGINT FROM ("
+            + " UNION ALL ".join(f"SELECT _file_id AS file_id, count(*) AS n FROM {stage_table(s)} GROUP BY 1"
+                                 for s in FILES)
+            + " UNION ALL SELECT file_id, count(*) FROM _structural GROUP BY 1) GROUP BY 1"
+        ).fetchall()
+    )
+    rejected = dict(con.sql("SELECT file_id, count(DISTINCT line) FROM _rejects GROUP BY 1").fetchall())
+    classes: dict[int, dict[str, int]] = {}
+    for file_id, cls, n in con.sql(
+        " UNION ALL ".join(f"SELECT _file_id, _class, count(*) FROM {merge.class_table(s)} GROUP BY 1, 2" for s in FILES)
+    ).fetchall():
+        classes.setdefault(file_id, {})[cls] = n
+    outcomes = {}
+    for s in staged:
+        c = classes.get(s.file_id, {})
+        outcomes[s.file_id] = FileOutcome(
+            s.file.spec.filename,
+            read=read.get(s.file_id, 0),
+            loaded=c.get("new", 0),
+            unchanged=c.get("unchanged", 0),
+            stale=c.get("stale", 0),
+            rejected=rejected.get(s.file_id, 0),
+            held=c.get("held", 0),
+        )
+    return outcomes
+
+
+def _audit_loaded(con, load_id: int, drop: Drop, files: tuple[FileOutcome, ...], started, finished) -> None:
+    message = "; ".join(drop.warnings) or None
+    con.execute(
+        "INSERT INTO load_drops VALUES (?, ?, ?, ?, 'loaded', ?, ?, ?)",
+        [load_id, drop.date, str(drop.path), drop.fingerprint, message, started, finished],
+    )
+    sha = {f.spec.filename: f.sha256 for f in drop.files}
+    con.executemany(
+        "INSERT INTO load_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'loaded', NULL)",
+        [
+            [load_id, drop.date, f.file, sha[f.file], f.read, f.loaded, f.unchanged, f.stale, f.rejected, f.held,
+             started, finished]
+            for f in files
+        ],
+    )

@@ -1,0 +1,221 @@
+"""Reading a chunk of drops into per-file staging tables, as DuckDB parses them.
+
+All the files of one kind with the same header are read by one `read_csv`
+call (columns as text, nothing guessed), straight into a temporary staging
+table. Inserting preserves the file order, so a row's `rowid` gives its line:
+`rowid - first rowid of its file + 2` (the header is line 1). Files where that
+does not hold (blank lines, or lines DuckDB set aside for a wrong number of
+fields) get an explicit line map built from the file's text.
+
+Lines with a wrong number of fields are rows to reject; anything else DuckDB
+cannot parse (bad encoding, an unterminated quote) makes the file unreadable,
+and its drop is refused.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import duckdb
+
+from pilotage.etl.drop import Drop, DropFile
+from pilotage.etl.spec import FILES, FileSpec
+
+ROW_LEVEL_ERRORS = ("MISSING COLUMNS", "TOO MANY COLUMNS")
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    file_id: int
+    drop_seq: int  # position of the drop in the chunk (date order)
+    drop: Drop
+    file: DropFile
+
+
+def sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def sql_list(items) -> str:
+    return "[" + ", ".join(sql_string(str(i)) for i in items) + "]"
+
+
+def stage_table(spec: FileSpec) -> str:
+    return f"stage_{spec.name}"
+
+
+def stage_chunk(con: duckdb.DuckDBPyConnection, drops: list[Drop]) -> tuple[list[StagedFile], dict[int, str]]:
+    """Stage every file of `drops`; return the files and {drop_seq: refusal reason}."""
+    staged = [
+        StagedFile(file_id, seq, drop, f)
+        for file_id, (seq, drop, f) in enumerate(
+            (seq, drop, f) for seq, drop in enumerate(drops) for f in drop.files
+        )
+    ]
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _files (file_id INTEGER, drop_seq INTEGER, drop_date DATE, "
+        "file VARCHAR, path VARCHAR, fast_lines BOOLEAN)"
+    )
+    if staged:
+        con.executemany(
+            "INSERT INTO _files VALUES (?, ?, ?, ?, ?, ?)",
+            [(s.file_id, s.drop_seq, s.drop.date, s.file.spec.filename, str(s.file.path), s.file.blank_lines == 0)
+             for s in staged],
+        )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _structural (file_id INTEGER, line BIGINT, error_type VARCHAR, "
+        "raw VARCHAR, message VARCHAR)"
+    )
+    for spec in FILES:
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {stage_table(spec)} ("
+            + ", ".join(f'"{c}" VARCHAR' for c in spec.column_names)
+            + ", _file_id INTEGER)"
+        )
+        groups: dict[tuple[str, ...], list[StagedFile]] = defaultdict(list)
+        for s in staged:
+            if s.file.spec is spec:
+                groups[s.file.header].append(s)
+        for header, group in groups.items():
+            _read_group(con, spec, header, group)
+    refused = _refusals(con, staged)
+    _line_maps(con, staged)
+    return staged, refused
+
+
+def _read_group(con: duckdb.DuckDBPyConnection, spec: FileSpec, header: tuple[str, ...],
+                group: list[StagedFile]) -> None:
+    paths = [str(s.file.path) for s in group]
+    columns = "{" + ", ".join(f"{sql_string(c)}: 'VARCHAR'" for c in header) + "}"
+    options = (
+        f"delim=';', quote='\"', escape='\"', header=true, auto_detect=false, "
+        f"columns={columns}, filename=true, strict_mode=true, encoding='utf-8'"
+    )
+    select = (
+        f"INSERT INTO {stage_table(spec)} SELECT "
+        + ", ".join(f'"{c}"' for c in spec.column_names)
+        + f", ({sql_list([s.file_id for s in group])}::INTEGER[])[list_position({sql_list(paths)}, filename)] "
+        + "FROM read_csv({paths}, {options})"
+    )
+    try:
+        con.execute(select.format(paths=sql_list(paths), options=options))
+        return
+    except duckdb.Error:
+        pass  # some line is malformed: read again, setting the bad lines aside
+    con.execute(
+        select.format(
+            paths=sql_list(paths),
+            options=options + ", ignore_errors=true, store_rejects=true, "
+            "rejects_table='_rej_errors', rejects_scan='_rej_scans'",
+        )
+    )
+    con.execute(
+        f"""INSERT INTO _structural
+        SELECT ({sql_list([s.file_id for s in group])}::INTEGER[])[list_position({sql_list(paths)}, s.file_path)],
+               e.line, arg_min(e.error_type, e.column_idx), arg_min(e.csv_line, e.column_idx),
+               arg_min(e.error_message, e.column_idx)
+        FROM _rej_errors e JOIN _rej_scans s USING (scan_id, file_id)
+        GROUP BY ALL"""
+    )
+    con.execute("DROP TABLE IF EXISTS _rej_errors")
+    con.execute("DROP TABLE IF EXISTS _rej_scans")
+
+
+def _refusals(con: duckdb.DuckDBPyConnection, staged: list[StagedFile]) -> dict[int, str]:
+    """Drops to refuse: a file DuckDB cannot parse, or whose row count differs from its lines."""
+    by_id = {s.file_id: s for s in staged}
+    refused: dict[int, str] = {}
+    fatal = con.sql(
+        "SELECT file_id, min(line), arg_min(error_type, line), arg_min(message, line) FROM _structural "
+        f"WHERE error_type NOT IN {tuple(ROW_LEVEL_ERRORS)} GROUP BY file_id ORDER BY file_id"
+    ).fetchall()
+    for file_id, line, error_type, message in fatal:
+        s = by_id[file_id]
+        first = (message or error_type).splitlines()[0]
+        refused.setdefault(s.drop_seq, f"{s.file.spec.filename}: line {line}: {error_type.lower()}: {first}")
+    counts = dict(
+        con.sql(
+            " UNION ALL ".join(f"SELECT _file_id, count(*) FROM {stage_table(spec)} GROUP BY 1" for spec in FILES)
+        ).fetchall()
+    )
+    set_aside = dict(con.sql("SELECT file_id, count(*) FROM _structural GROUP BY 1").fetchall())
+    for s in staged:
+        parsed = counts.get(s.file_id, 0) + set_aside.get(s.file_id, 0)
+        if parsed != s.file.rows and s.drop_seq not in refused:
+            refused[s.drop_seq] = (
+                f"{s.file.spec.filename}: {s.file.rows} data lines but {parsed} rows parsed "
+                "(a quoted field spanning lines?)"
+            )
+    return refused
+
+
+def _line_maps(con: duckdb.DuckDBPyConnection, staged: list[StagedFile]) -> None:
+    """_offsets: first rowid of each file; _linemap: k-th row -> line, where lines shift."""
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _offsets AS "
+        + " UNION ALL ".join(
+            f"SELECT _file_id AS file_id, min(rowid) AS first_row FROM {stage_table(spec)} GROUP BY 1"
+            for spec in FILES
+        )
+    )
+    con.execute("CREATE OR REPLACE TEMP TABLE _linemap (file_id INTEGER, k BIGINT, line BIGINT)")
+    slow = con.sql(
+        "SELECT DISTINCT f.file_id, f.path FROM _files f LEFT JOIN _structural s USING (file_id) "
+        "WHERE NOT f.fast_lines OR s.file_id IS NOT NULL"
+    ).fetchall()
+    if not slow:
+        return
+    ids = [file_id for file_id, _ in slow]
+    paths = [path for _, path in slow]
+    con.execute(
+        f"""INSERT INTO _linemap
+        WITH text AS (
+            SELECT ({sql_list(ids)}::INTEGER[])[list_position({sql_list(paths)}, filename)] AS file_id,
+                   string_split(content, chr(10)) AS lines
+            FROM read_text({sql_list(paths)})
+        ), numbered AS (
+            SELECT file_id, generate_subscripts(lines, 1) AS line, rtrim(unnest(lines), chr(13)) AS text
+            FROM text
+        )
+        SELECT file_id, row_number() OVER (PARTITION BY file_id ORDER BY line) AS k, line
+        FROM numbered n
+        WHERE line > 1 AND text <> '' AND NOT EXISTS (
+            SELECT 1 FROM _structural s WHERE s.file_id = n.file_id AND s.line = n.line)"""
+    )
+
+
+def with_lines(relation: str) -> str:
+    """SQL selecting `relation` (with _file_id, _row) plus its physical `line`."""
+    return f"""
+        SELECT r.*, coalesce(m.line, r._row - o.first_row + 2)::INTEGER AS line
+        FROM {relation} r
+        JOIN _offsets o ON o.file_id = r._file_id
+        LEFT JOIN _linemap m ON m.file_id = r._file_id AND m.k = r._row - o.first_row + 1"""
+
+
+def add_raw_lines(con: duckdb.DuckDBPyConnection, relation: str, target: str) -> None:
+    """Create `target`: `relation` (with file_id, line) plus the `raw` text of that line."""
+    files = con.sql(
+        f"SELECT DISTINCT f.file_id, f.path FROM _files f JOIN {relation} r USING (file_id) ORDER BY 1"
+    ).fetchall()
+    if not files:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {target} AS SELECT *, NULL::VARCHAR AS raw FROM {relation}")
+        return
+    ids = [file_id for file_id, _ in files]
+    paths = [path for _, path in files]
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE {target} AS
+        WITH text AS (
+            SELECT ({sql_list(ids)}::INTEGER[])[list_position({sql_list(paths)}, filename)] AS file_id,
+                   string_split(content, chr(10)) AS lines
+            FROM read_text({sql_list(paths)})
+        ), wanted AS (
+            SELECT file_id, list(DISTINCT line) AS wanted FROM {relation} GROUP BY file_id
+        ), picked AS (
+            SELECT file_id, unnest(wanted) AS line,
+                   unnest(list_transform(wanted, lambda i: rtrim(lines[i], chr(13)))) AS raw
+            FROM wanted JOIN text USING (file_id)
+        )
+        SELECT r.*, p.raw FROM {relation} r LEFT JOIN picked p USING (file_id, line)"""
+    )
