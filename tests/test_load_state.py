@@ -85,9 +85,9 @@ def test_story_reference_state_is_what_the_drops_say(reference_state):
     assert len(reference_state["contract_versions"]) == 6
     payments = {row[0]: row for row in reference_state["payments"]}
     assert sorted(payments) == ["P1", "P2", "P3", "P9"]
-    assert payments["P1"][-2:] == ("61", "CAE")  # keys follow C1's version 2
-    assert payments["P9"][-2:] == ("2A", "CAV")  # held, then loaded with C3
-    assert str(payments["P1"][-3]) == "2006-03-13"  # known since its first drop
+    assert payments["P1"][-3:] == ("61", "CAE", False)  # keys follow C1's version 2
+    assert payments["P9"][-3:] == ("2A", "CAV", False)  # held, then loaded with C3
+    assert str(payments["P1"][-4]) == "2006-03-13"  # known since its first drop
     assert reference_state["held_payments"] == []
     assert [(e[3], e[4]) for e in reference_state["envelopes"]] == [(2, 4120)]
     assert [r[1] for r in reference_state["prescriptions"]] == [2]

@@ -124,10 +124,12 @@ def _remember_earliest_drop(con: duckdb.DuckDBPyConnection, spec: FileSpec, *tab
 def update_payment_keys(con: duckdb.DuckDBPyConnection) -> None:
     """Keep the department and measure stored on payments in step with their contract."""
     con.execute(
-        """UPDATE payments p SET department = c.department, measure = c.measure
+        """UPDATE payments p SET department = c.department, measure = c.measure,
+                                 contract_cancelled = (c.status = 'CANCELLED')
         FROM contracts c JOIN _changed_contracts x USING (contract_id)
         WHERE p.contract_id = c.contract_id
-          AND (p.department <> c.department OR p.measure <> c.measure)"""
+          AND (p.department <> c.department OR p.measure <> c.measure
+               OR p.contract_cancelled <> (c.status = 'CANCELLED'))"""
     )
 
 
@@ -151,7 +153,8 @@ def merge_payments(con: duckdb.DuckDBPyConnection) -> None:
                    ELSE 'conflict'
                END AS _class,
                e.drop_date AS _known_drop_date,
-               c.department AS _department, c.measure AS _measure
+               c.department AS _department, c.measure AS _measure,
+               c.status = 'CANCELLED' AS _cancelled
         FROM _ranked t
         LEFT JOIN (
             SELECT {_PAYMENT_FIELDS}, drop_date FROM payments
@@ -161,7 +164,7 @@ def merge_payments(con: duckdb.DuckDBPyConnection) -> None:
         LEFT JOIN contracts c ON t._rank = 1 AND c.contract_id = t.contract_id"""
     )
     con.execute(
-        f"INSERT INTO payments SELECT {_PAYMENT_FIELDS}, drop_date, _department, _measure "
+        f"INSERT INTO payments SELECT {_PAYMENT_FIELDS}, drop_date, _department, _measure, _cancelled "
         f"FROM {class_table(spec)} WHERE _class = 'new'"
     )
     con.execute(
@@ -177,7 +180,7 @@ def release_held_payments(con: duckdb.DuckDBPyConnection) -> int:
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _released AS
         SELECT h.payment_id, {", ".join(f'h."{c}"' for c in PAYMENTS.column_names if c != "payment_id")},
-               h.drop_date, c.department, c.measure
+               h.drop_date, c.department, c.measure, c.status = 'CANCELLED'
         FROM held_payments h JOIN contracts c ON c.contract_id = h.contract_id
         WHERE h.contract_id IN (SELECT contract_id FROM _changed_contracts)"""
     )

@@ -113,11 +113,12 @@ CREATE TABLE prescription_versions ({PRESCRIPTION_COLUMNS});
 CREATE TABLE envelopes ({ENVELOPE_COLUMNS});
 CREATE TABLE envelope_versions ({ENVELOPE_COLUMNS});
 
--- Payments carry their contract's department and measure (kept in step when
--- the contract changes): payments by geography without a join.
+-- Payments carry their contract's department, measure and cancellation (kept
+-- in step when the contract changes): payments by geography without a join.
 CREATE TABLE payments ({PAYMENT_COLUMNS},
-    department VARCHAR NOT NULL,
-    measure    VARCHAR NOT NULL
+    department         VARCHAR NOT NULL,
+    measure            VARCHAR NOT NULL,
+    contract_cancelled BOOLEAN NOT NULL
 );
 -- Valid payments whose contract is not in the warehouse yet.
 CREATE TABLE held_payments ({PAYMENT_COLUMNS},
