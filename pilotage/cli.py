@@ -15,6 +15,8 @@ from pathlib import Path
 import click
 
 from pilotage import formats
+from pilotage.cubes import QueryError, ScopeError
+from pilotage.measures.catalog import DeclarationError
 from pilotage.warehouse import Warehouse, WarehouseBusy, WarehouseError
 
 EXIT_REFUSED = 1
@@ -44,6 +46,8 @@ def _guard(func):
             raise PilotageError(str(exc), EXIT_BUSY) from None
         except (WarehouseError, FileNotFoundError) as exc:
             raise PilotageError(str(exc)) from None
+        except (QueryError, ScopeError, DeclarationError) as exc:
+            raise click.UsageError(str(exc)) from None
 
     wrapper.__name__ = func.__name__
     wrapper.__doc__ = func.__doc__
@@ -180,6 +184,63 @@ def migrate(ctx: click.Context) -> None:
     with warehouse.write():
         pass
     click.echo(f"{warehouse.path} is at schema version {SCHEMA_VERSION}")
+
+
+@main.command()
+@click.option("--measure", "-m", "measures", multiple=True, required=True,
+              help="Indicator to compute (repeat for several); see `pilotage indicators`.")
+@click.option("--by", "by", multiple=True, help="Dimension to break down by (repeat), e.g. region_2005, week.")
+@click.option("--where", "where", multiple=True, help="Filter dimension=value[,value...] (repeat).")
+@click.option("--from", "start", callback=_date, help="First day of the range (default: January 1 of the as-of year).")
+@click.option("--to", "end", callback=_date, help="Last day of the range (default and at most: the as-of date).")
+@click.option("--known-at", callback=_date, help="Answer as the warehouse knew it after the drops up to this date.")
+@click.option("--scope", help="Restrict to a scope: nation, region_2005:25,23, department:14,50...")
+@click.option("--compare", type=click.Choice(["previous", "year"]),
+              help="Add each indicator's value for the previous period, or the same period a year before.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "xlsx"]), default="table",
+              show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
+@click.option("--labels", is_flag=True, help="Add a <dimension>_name column after each coded dimension.")
+@click.option("--sql", "show_sql", is_flag=True, help="Print the compiled SQL instead of running it.")
+@click.option("--measures-path", multiple=True, type=click.Path(exists=True),
+              help="Extra indicator declarations (YAML file or folder).")
+@click.pass_context
+@_guard
+def query(ctx, measures, by, where, start, end, known_at, scope, compare, fmt, output, labels, show_sql,
+          measures_path) -> None:
+    """Evaluate indicators by any mix of dimensions.
+
+    Example: pilotage query -m entries -m stock --by region_2005 --by week
+    --where measure=CAE --from 2006-01-01 --to 2006-03-31
+    """
+    from pilotage.cubes import Cube
+    from pilotage.measures.catalog import load_catalog
+
+    cube = Cube(_warehouse(ctx), load_catalog(list(measures_path)))
+    if show_sql:
+        request = cube.request(measures, by, where, start, end, known_at, scope, cube.as_of(known_at))
+        compiled = cube.compile(request)
+        click.echo(compiled.sql)
+        click.echo("-- parameters: " + formats.to_json(compiled.params).replace("\n", " "))
+        return
+    table = cube.compare(measures, by, where, start, end, known_at, scope, compare, labels) if compare \
+        else cube.query(measures, by, where, start, end, known_at, scope, labels=labels)
+    formats.write_table(table, fmt, output)
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--measures-path", multiple=True, type=click.Path(exists=True))
+def indicators(fmt: str, measures_path) -> None:
+    """List the declared indicators with their labels and kinds."""
+    from pilotage.measures.catalog import load_catalog
+
+    rows = [{"name": i.name, "kind": i.kind, "format": i.format, "label": i.label, "description": i.description}
+            for i in load_catalog(list(measures_path))]
+    if fmt == "json":
+        click.echo(formats.to_json(rows))
+    else:
+        click.echo(formats.to_table(rows, ("name", "kind", "format", "label"), max_width=70))
 
 
 @main.command()

@@ -43,3 +43,48 @@ def to_table(rows: list[dict], columns: tuple[str, ...] | list[str], max_width: 
              "  ".join("-" * w for w in widths)]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
     return "\n".join(lines)
+
+
+def write_table(table, fmt: str, output: str | None) -> None:
+    """Write an Arrow table as table/csv/json to a file or stdout, or as an xlsx file."""
+    import click
+
+    rows = table.to_pylist()
+    columns = table.column_names
+    if fmt == "xlsx":
+        if not output:
+            raise click.UsageError("--format xlsx needs --output FILE")
+        to_xlsx(rows, columns, output)
+        click.echo(f"{len(rows)} rows written to {output}", err=True)
+        return
+    text = {"csv": lambda: to_csv(rows, columns), "json": lambda: to_json(rows) + "\n",
+            "table": lambda: to_table(rows, columns) + "\n"}[fmt]()
+    if output:
+        with open(output, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+    else:
+        click.echo(text, nl=False)
+
+
+def to_xlsx(rows: list[dict], columns, path: str) -> None:
+    """A plain typed sheet: numbers stay numbers, text starting with = + - @ stays text."""
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    sheet.title = "résultat"
+    sheet.append(list(columns))
+    for row in rows:
+        sheet.append([_xlsx_cell(row[c]) for c in columns])
+    for index, row in enumerate(sheet.iter_rows(min_row=2), start=2):
+        for cell in row:
+            if isinstance(cell.value, str):
+                cell.data_type = "s"
+    sheet.freeze_panes = "A2"
+    book.save(path)
+
+
+def _xlsx_cell(value):
+    if isinstance(value, Decimal):
+        return float(value)
+    return value
