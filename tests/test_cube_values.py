@@ -253,3 +253,24 @@ def test_filter_values_are_parameters_not_sql(cube):
                            date(2005, 1, 10))
     compiled = cube.compile(request)
     assert "f.measure IN ($w_measure_0)" in compiled.sql and compiled.params["w_measure_0"] == "CAE"
+
+
+def test_compare_with_the_previous_period_covers_the_same_span(cube):
+    table = cube.compare(["entries", "stock"], by=["week"], start="2005-01-03", how="previous").to_pylist()
+    assert [(r["week"], r["entries"], r["entries_previous"], r["stock"], r["stock_previous"]) for r in table] == [
+        ("2005-W01", 2, 2, 2, 1),
+        ("2005-W02", 1, 1, 3, 2),  # W02 is clipped to Monday 01-10: compared with Monday 01-03 (C in, not G)
+    ]
+    assert [r["entries_change_pct"] for r in table] == [0.0, 0.0]
+    assert table[0]["stock_change_pct"] == pytest.approx(100.0)
+    assert table[1]["stock_change_pct"] == pytest.approx(50.0)
+
+
+def test_compare_with_the_year_before(cube):
+    table = cube.compare(["payments_eur"], by=["month"], start="2005-01-01", how="year").to_pylist()
+    # January 2005 (clipped to the 10th) against 2004-01-01..10: no payment then
+    assert table == [{"month": "2005-01", "payments_eur": Decimal("700.00"), "payments_eur_year_before": Decimal("0.00"),
+                      "payments_eur_change_pct": None}]
+    whole = cube.compare(["entries"], start="2005-01-04", end="2005-01-10", how="previous").to_pylist()
+    # previous span 2004-12-28..2005-01-03: B and C (A started on 12-27)
+    assert whole == [{"entries": 2, "entries_previous": 2, "entries_change_pct": 0.0}]

@@ -68,6 +68,8 @@ class Request:
     end: date | None = None  # already clipped to the as-of date
     known_at: date | None = None
     scope: Scope | None = None
+    # explicit (label, first_day, last_day) periods instead of the calendar's, for comparisons
+    periods: tuple[tuple[str, date, date], ...] | None = None
 
     @property
     def time(self) -> str | None:
@@ -229,7 +231,14 @@ def _filter_columns(ind: Indicator) -> set[str]:
 
 def _periods(plan: _Plan) -> None:
     time = plan.request.time
-    if time:
+    if plan.request.periods:
+        rows = [exp.Tuple(expressions=[exp.Literal.string(label), exp.cast(exp.Literal.string(first.isoformat()),
+                                       "DATE"), exp.cast(exp.Literal.string(last.isoformat()), "DATE")])
+                for label, first, last in plan.request.periods]
+        cte = exp.select("period", "first_day", "last_day").from_(exp.Values(
+            expressions=rows, alias=exp.TableAlias(this=exp.to_identifier("v"), columns=[
+                exp.to_identifier("period"), exp.to_identifier("first_day"), exp.to_identifier("last_day")])))
+    elif time:
         cte = (
             exp.select(f"{PERIOD_LABEL[time]} AS period", "min(cal.day) AS first_day", "max(cal.day) AS last_day")
             .from_("dim_calendar AS cal")
@@ -430,10 +439,13 @@ def _flows(plan: _Plan, needed: list[str]) -> None:
     for number, ((fact, date_column), aggregates) in enumerate(sorted(groups.items())):
         cte = f"flow_{number}"
         keys = _group_keys(plan)
-        period = PERIOD_LABEL[time] if time else "'all'"
+        explicit = plan.request.periods is not None
+        period = "p.period" if explicit else PERIOD_LABEL[time] if time else "'all'"
         select = exp.select(*[f"f.{k}" for k in keys], f"{period} AS period",
                             *[f"{sql} AS {alias}" for alias, sql in aggregates]).from_(f"f_{fact} AS f")
-        if time:
+        if explicit:  # periods of a comparison: placed by range
+            select = select.join("periods AS p", on=f"f.{date_column} BETWEEN p.first_day AND p.last_day")
+        elif time:
             select = select.join("dim_calendar AS cal", on=f"cal.day = f.{date_column}")
         select = select.where(exp.column(date_column, "f").between(exp.Placeholder(this="start"),
                                                                    exp.Placeholder(this="end")))

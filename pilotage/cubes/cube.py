@@ -97,6 +97,39 @@ class Cube:
         })
         return Answer(table, as_of, request.start, request.end, request.known_at, compiled.sql)
 
+    def compare(self, measures, by=(), where=None, start=None, end=None, known_at=None, scope=None,
+                how: str = "previous", labels: bool = False, as_polars: bool = False):
+        """The query, plus for each indicator its value in the comparison period and the change in %."""
+        import polars as pl
+
+        from pilotage.cubes.compare import SUFFIX, comparison_request
+
+        with self.warehouse.connect() as con:
+            as_of = self._as_of(con, _date(known_at))
+            request = self.request(measures, by, where, start, end, known_at, scope, as_of)
+            other = comparison_request(con, request, how)
+            compiled, compiled_other = self.compile(request), self.compile(other)
+            current = con.sql(compiled.sql, params=compiled.params).to_arrow_table().rename_columns(compiled.columns)
+            before = con.sql(compiled_other.sql, params=compiled_other.params).to_arrow_table() \
+                .rename_columns(compiled_other.columns)
+        keys = list(request.by)
+        suffix = SUFFIX[how]
+        left = pl.from_arrow(current).with_row_index("_order")
+        right = pl.from_arrow(before).rename({m: f"{m}_{suffix}" for m in request.indicators})
+        joined = left.join(right, on=keys, how="left") if keys else pl.concat([left, right], how="horizontal")
+        columns = list(keys)
+        for m in request.indicators:
+            now, then = pl.col(m).cast(pl.Float64), pl.col(f"{m}_{suffix}").cast(pl.Float64)
+            joined = joined.with_columns(
+                pl.when(then.is_null() | (then == 0)).then(None)
+                .otherwise((now - then) / then.abs() * 100).alias(f"{m}_change_pct"))
+            columns += [m, f"{m}_{suffix}", f"{m}_change_pct"]
+        table = joined.sort("_order").select(columns).to_arrow()
+        if labels:
+            table = with_labels(table, request.by)
+        table = table.replace_schema_metadata({"as_of": as_of.isoformat(), "compare": how})
+        return pl.from_arrow(table) if as_polars else table
+
     # -- the parts, for the CLI's --sql and for tests ------------------------------------------
 
     def request(self, measures, by, where, start, end, known_at, scope, as_of: date) -> Request:
