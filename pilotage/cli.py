@@ -99,8 +99,7 @@ def load(ctx: click.Context, paths: tuple[str, ...], wait: float, quiet: bool) -
             for warning in outcome.warnings:
                 click.echo(f"  warning: {warning}", err=True)
 
-    with click.progressbar(length=total, label="loading drops", file=sys.stderr,
-                           show_pos=True) if total >= 20 else _NoBar() as bar:
+    with _progress(total, "loading drops", minimum=20) as bar:
         result = load_drops(warehouse, paths, wait=wait, on_drop=on_drop, on_progress=bar.update)
     counts = {k: sum(1 for d in result.drops if d.outcome == k) for k in ("loaded", "skipped", "refused")}
     click.echo(
@@ -111,6 +110,13 @@ def load(ctx: click.Context, paths: tuple[str, ...], wait: float, quiet: bool) -
         click.echo(f"{result.released_payments} held payment(s) loaded now that their contract arrived")
     if not result.ok:
         ctx.exit(EXIT_REFUSED)
+
+
+def _progress(length: int, label: str, minimum: int = 1):
+    """A progress bar on stderr for long runs in a terminal; nothing otherwise (cron, pipes)."""
+    if length < minimum or not sys.stderr.isatty():
+        return _NoBar()
+    return click.progressbar(length=length, label=label, file=sys.stderr, show_pos=True)
 
 
 class _NoBar:
@@ -267,7 +273,7 @@ def _generate(out: Path, start: date, end: date, scale: float, seed: int, bad_ro
     if end < start:
         raise click.BadParameter("--end is before --start")
     days = (end - start).days + 1
-    with click.progressbar(length=days * 5 // 7, label="generating drops", file=sys.stderr, show_pos=True) as bar:
+    with _progress(days * 5 // 7, "generating drops") as bar:
         return generate_drops(out, start, end, scale=scale, seed=seed, bad_rows=bad_rows, progress=bar.update)
 
 
@@ -294,7 +300,7 @@ def demo(ctx: click.Context, out: str, scale: float, year: int) -> None:
     else:
         drops = sorted(p for p in drops_dir.iterdir() if p.is_dir())
         click.echo(f"reusing the {len(drops)} drops already in {drops_dir}")
-    with click.progressbar(length=len(drops), label="loading drops", file=sys.stderr, show_pos=True) as bar:
+    with _progress(len(drops), "loading drops") as bar:
         result = load_drops(warehouse, [drops_dir], on_progress=bar.update)
     from pilotage.etl.audit import status as read_status
 

@@ -191,13 +191,13 @@ def compile_request(request: Request, catalog: Catalog) -> Compiled:
         *[f"{k} AS {d}" for k, d in zip(outer_keys, keys)],
         *[f"{plan.columns[n]} AS {n}" for n in request.indicators],
         dialect=DIALECT,
-    ).from_("grid")
+    copy=False).from_("grid", copy=False)
     for join in plan.joins:
-        select = select.join(join, dialect=DIALECT)
+        select = select.join(join, dialect=DIALECT, copy=False)
     if order_keys:
-        select = select.order_by(*order_keys)
+        select = select.order_by(*order_keys, copy=False)
     for name, cte in plan.ctes:
-        select = select.with_(name, as_=cte)
+        select = select.with_(name, as_=cte, copy=False)
     return Compiled(select.sql(dialect=DIALECT), plan.params, keys + list(request.indicators))
 
 
@@ -233,24 +233,24 @@ def _periods(plan: _Plan) -> None:
     time = plan.request.time
     if plan.request.periods:
         rows = [exp.Tuple(expressions=[exp.Literal.string(label), exp.cast(exp.Literal.string(first.isoformat()),
-                                       "DATE"), exp.cast(exp.Literal.string(last.isoformat()), "DATE")])
+                                       "DATE", copy=False), exp.cast(exp.Literal.string(last.isoformat()), "DATE", copy=False)])
                 for label, first, last in plan.request.periods]
-        cte = exp.select("period", "first_day", "last_day").from_(exp.Values(
+        cte = exp.select("period", "first_day", "last_day", copy=False).from_(exp.Values(
             expressions=rows, alias=exp.TableAlias(this=exp.to_identifier("v"), columns=[
-                exp.to_identifier("period"), exp.to_identifier("first_day"), exp.to_identifier("last_day")])))
+                exp.to_identifier("period"), exp.to_identifier("first_day"), exp.to_identifier("last_day")])), copy=False)
     elif time:
         cte = (
-            exp.select(f"{PERIOD_LABEL[time]} AS period", "min(cal.day) AS first_day", "max(cal.day) AS last_day")
-            .from_("dim_calendar AS cal")
-            .where(exp.column("day", "cal").between(exp.Placeholder(this="start"), exp.Placeholder(this="end")))
-            .group_by("1")
+            exp.select(f"{PERIOD_LABEL[time]} AS period", "min(cal.day) AS first_day", "max(cal.day) AS last_day", copy=False)
+            .from_("dim_calendar AS cal", copy=False)
+            .where(exp.column("day", "cal").between(exp.Placeholder(this="start"), exp.Placeholder(this="end"), copy=False), copy=False)
+            .group_by("1", copy=False)
         )
     else:
         cte = exp.select(
             "'all' AS period",
-            exp.alias_(exp.cast(exp.Placeholder(this="start"), "DATE"), "first_day"),
-            exp.alias_(exp.cast(exp.Placeholder(this="end"), "DATE"), "last_day"),
-        )
+            exp.alias_(exp.cast(exp.Placeholder(this="start"), "DATE", copy=False), "first_day"),
+            exp.alias_(exp.cast(exp.Placeholder(this="end"), "DATE", copy=False), "last_day"),
+        copy=False)
     plan.ctes.append(("periods", cte))
 
 
@@ -268,25 +268,25 @@ _GEO_COLUMNS = {"department": "department_code", "region_2005": "region_2005_cod
 def _grid(plan: _Plan) -> None:
     """Every period × every member combination asked, filters and scope applied."""
     request = plan.request
-    select = exp.select("periods.period", "periods.first_day", "periods.last_day").from_("periods")
+    select = exp.select("periods.period", "periods.first_day", "periods.last_day", copy=False).from_("periods", copy=False)
     for dim in request.members_by:
-        select = select.join(_member_values(dim), join_type="cross").select(f"m_{dim}.{dim}", f"m_{dim}.o_{dim}")
+        select = select.join(_member_values(dim), join_type="cross", copy=False).select(f"m_{dim}.{dim}", f"m_{dim}.o_{dim}", copy=False)
         for where_dim, codes in request.where:
             if where_dim == dim:
-                select = select.where(exp.column(dim, f"m_{dim}").isin(*_placeholders(plan, dim, codes)))
+                select = select.where(exp.column(dim, f"m_{dim}").isin(*_placeholders(plan, dim, codes), copy=False), copy=False)
             elif {dim, where_dim} == {"measure", "sector"}:  # keep measure and sector consistent
                 allowed = _sectors_of(codes) if dim == "sector" else _measures_of(codes)
-                select = select.where(exp.column(dim, f"m_{dim}").isin(*[exp.Literal.string(v) for v in allowed]))
+                select = select.where(exp.column(dim, f"m_{dim}").isin(*[exp.Literal.string(v) for v in allowed], copy=False), copy=False)
     geo = [d for d in request.members_by if DIMENSIONS[d].kind == "geography"]
     conditions = _geo_conditions(plan, _GEO_COLUMNS)
     if geo and (conditions or len(geo) > 1):
         # the members asked must exist together in the reference, within the filters and the scope
-        exists = exp.select("1").from_("dim_department AS d")
+        exists = exp.select("1", copy=False).from_("dim_department AS d", copy=False)
         for dim in geo:
-            exists = exists.where(f"d.{_GEO_COLUMNS[dim]} = m_{dim}.{dim}")
+            exists = exists.where(f"d.{_GEO_COLUMNS[dim]} = m_{dim}.{dim}", copy=False)
         for condition in conditions:
-            exists = exists.where(condition)
-        select = select.where(exp.Exists(this=exists))
+            exists = exists.where(condition, copy=False)
+        select = select.where(exp.Exists(this=exists), copy=False)
     plan.ctes.append(("grid", select))
 
 
@@ -295,10 +295,10 @@ def _geo_conditions(plan: _Plan, columns: dict[str, str]) -> list[exp.Expression
     conditions = []
     for dim, codes in plan.request.where:
         if dim in columns:
-            conditions.append(exp.column(columns[dim], "d").isin(*_placeholders(plan, dim, codes)))
+            conditions.append(exp.column(columns[dim], "d").isin(*_placeholders(plan, dim, codes), copy=False))
     scope = plan.request.scope
     if scope and not scope.is_national:
-        conditions.append(exp.column(columns[scope.level], "d").isin(*_scope_placeholders(plan, scope)))
+        conditions.append(exp.column(columns[scope.level], "d").isin(*_scope_placeholders(plan, scope), copy=False))
     return conditions
 
 
@@ -324,12 +324,12 @@ def _known(plan: _Plan, history: str, key: tuple[str, ...]) -> exp.Select:
     """The highest version of each key among the drops up to known_at."""
     keys = ", ".join(key)
     latest = (
-        exp.select(*key, "max(version) AS version").from_(history)
-        .where(_lte(exp.column("drop_date"), exp.Placeholder(this="known_at")))
-        .group_by(keys)
+        exp.select(*key, "max(version) AS version", copy=False).from_(history, copy=False)
+        .where(_lte(exp.column("drop_date"), exp.Placeholder(this="known_at")), copy=False)
+        .group_by(keys, copy=False)
     )
     on = " AND ".join(f"v.{k} = k.{k}" for k in key + ("version",))
-    return exp.select("v.*").from_(f"{history} AS v").join(latest.subquery("k"), on=on)
+    return exp.select("v.*", copy=False).from_(f"{history} AS v", copy=False).join(latest.subquery("k", copy=False), on=on, copy=False)
 
 
 _STATUS = {"contracts": "f.status <> 'CANCELLED'", "prescriptions": "f.status <> 'CANCELLED'",
@@ -341,18 +341,18 @@ def _fact_source(plan: _Plan, fact: str) -> exp.Expression:
     if fact == "contracts":
         return _table("contracts_known") if known else _table("contracts")
     if fact == "prescriptions":
-        return _known(plan, "prescription_versions", ("prescription_id",)).subquery("f") if known \
+        return _known(plan, "prescription_versions", ("prescription_id",)).subquery("f", copy=False) if known \
             else _table("prescriptions")
     if fact == "envelopes":
-        return _known(plan, "envelope_versions", ("year", "region_code", "measure")).subquery("f") if known \
+        return _known(plan, "envelope_versions", ("year", "region_code", "measure")).subquery("f", copy=False) if known \
             else _table("envelopes")
     if known:  # payments known at D: loaded by D, with their contract as known at D
         return (
             exp.select("p.payment_id", "p.contract_id", "p.period_month", "p.paid_date", "p.amount_eur", "p.kind",
-                       "c.department", "c.measure", "c.status = 'CANCELLED' AS contract_cancelled")
-            .from_("payments AS p").join("contracts_known AS c", on="c.contract_id = p.contract_id")
-            .where(_lte(exp.column("drop_date", "p"), exp.Placeholder(this="known_at")))
-            .subquery("f")
+                       "c.department", "c.measure", "c.status = 'CANCELLED' AS contract_cancelled", copy=False)
+            .from_("payments AS p", copy=False).join("contracts_known AS c", on="c.contract_id = p.contract_id", copy=False)
+            .where(_lte(exp.column("drop_date", "p"), exp.Placeholder(this="known_at")), copy=False)
+            .subquery("f", copy=False)
         )
     return _table("payments")
 
@@ -383,25 +383,25 @@ def _fact(plan: _Plan, fact: str) -> exp.Select:
     if scope:
         dims.add(scope.level)
     used = sorted(plan.used_columns.get(fact, set()) - set(request.members_by))
-    select = exp.select(*[f"f.{c}" for c in used]).from_(_fact_source(plan, fact))
-    select = select.select(*[f"{_dimension_sql(fact, d)} AS {d}" for d in request.members_by])
+    select = exp.select(*[f"f.{c}" for c in used], copy=False).from_(_fact_source(plan, fact), copy=False)
+    select = select.select(*[f"{_dimension_sql(fact, d)} AS {d}" for d in request.members_by], copy=False)
     if fact == "envelopes":
         if dims & {"region_2016"}:
-            regions = exp.select("region_2005_code", "region_2016_code").distinct().from_("dim_department")
-            select = select.join(regions.subquery("r"), on="r.region_2005_code = f.region_code")
+            regions = exp.select("region_2005_code", "region_2016_code", copy=False).distinct(copy=False).from_("dim_department", copy=False)
+            select = select.join(regions.subquery("r", copy=False), on="r.region_2005_code = f.region_code", copy=False)
     elif dims & {"region_2005", "region_2016"}:
-        select = select.join("dim_department AS g", on="g.department_code = f.department")
+        select = select.join("dim_department AS g", on="g.department_code = f.department", copy=False)
     if "sector" in dims:
-        select = select.join("dim_measure AS ms", on="ms.measure_code = f.measure")
+        select = select.join("dim_measure AS ms", on="ms.measure_code = f.measure", copy=False)
     if fact == "payments" and dims & set(CONTRACT_ATTRIBUTES):
         contracts = "contracts_known" if request.known_at else "contracts"
-        select = select.join(f"{contracts} AS c", on="c.contract_id = f.contract_id")
+        select = select.join(f"{contracts} AS c", on="c.contract_id = f.contract_id", copy=False)
     if _STATUS[fact]:
-        select = select.where(_STATUS[fact])
+        select = select.where(_STATUS[fact], copy=False)
     for dim, codes in request.where:
-        select = select.where(exp.condition(_dimension_sql(fact, dim)).isin(*_placeholders(plan, dim, codes)))
+        select = select.where(exp.condition(_dimension_sql(fact, dim)).isin(*_placeholders(plan, dim, codes), copy=False), copy=False)
     if scope:
-        select = select.where(exp.condition(_dimension_sql(fact, scope.level)).isin(*_scope_placeholders(plan, scope)))
+        select = select.where(exp.condition(_dimension_sql(fact, scope.level)).isin(*_scope_placeholders(plan, scope), copy=False), copy=False)
     return select
 
 
@@ -442,14 +442,14 @@ def _flows(plan: _Plan, needed: list[str]) -> None:
         explicit = plan.request.periods is not None
         period = "p.period" if explicit else PERIOD_LABEL[time] if time else "'all'"
         select = exp.select(*[f"f.{k}" for k in keys], f"{period} AS period",
-                            *[f"{sql} AS {alias}" for alias, sql in aggregates]).from_(f"f_{fact} AS f")
+                            *[f"{sql} AS {alias}" for alias, sql in aggregates], copy=False).from_(f"f_{fact} AS f", copy=False)
         if explicit:  # periods of a comparison: placed by range
-            select = select.join("periods AS p", on=f"f.{date_column} BETWEEN p.first_day AND p.last_day")
+            select = select.join("periods AS p", on=f"f.{date_column} BETWEEN p.first_day AND p.last_day", copy=False)
         elif time:
-            select = select.join("dim_calendar AS cal", on=f"cal.day = f.{date_column}")
+            select = select.join("dim_calendar AS cal", on=f"cal.day = f.{date_column}", copy=False)
         select = select.where(exp.column(date_column, "f").between(exp.Placeholder(this="start"),
-                                                                   exp.Placeholder(this="end")))
-        select = select.group_by(*[f"f.{k}" for k in keys], period)
+                                                                   exp.Placeholder(this="end"), copy=False), copy=False)
+        select = select.group_by(*[f"f.{k}" for k in keys], period, copy=False)
         plan.ctes.append((cte, select))
         _join_group(plan, cte)
         for alias, _ in aggregates:
@@ -483,25 +483,25 @@ def _running(plan: _Plan, cte: str, events: exp.Expression, value_columns: list[
     """
     keys = _group_keys(plan)
     partition = keys + (["EXTRACT(YEAR FROM day)"] if by_year else [])
-    daily = (exp.select(*keys, "day", *[f"sum({v}) AS {v}" for v in value_columns])
-             .from_(events.subquery("e")).group_by(*keys, "day"))
+    daily = (exp.select(*keys, "day", *[f"sum({v}) AS {v}" for v in value_columns], copy=False)
+             .from_(events.subquery("e", copy=False), copy=False).group_by(*keys, "day", copy=False))
     markers = exp.select(*keys, "period", "last_day AS day", *[f"0 AS {v}" for v in value_columns],
-                         "1 AS is_marker").from_("grid")
+                         "1 AS is_marker", copy=False).from_("grid", copy=False)
     unioned = exp.union(
-        exp.select(*keys, "CAST(NULL AS VARCHAR) AS period", "day", *value_columns, "0 AS is_marker")
-        .from_(daily.subquery("d")),
+        exp.select(*keys, "CAST(NULL AS VARCHAR) AS period", "day", *value_columns, "0 AS is_marker", copy=False)
+        .from_(daily.subquery("d", copy=False), copy=False),
         markers,
         distinct=False,
-    )
+    copy=False)
     window = ", ".join(partition)
     order = "day, is_marker"
     running = exp.select(
         *keys, "period", "is_marker",
         *[f"CAST(sum({v}) OVER ({'PARTITION BY ' + window if window else ''} ORDER BY {order} "
           f"ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS {cast}) AS {v}" for v in value_columns],
-    ).from_(unioned.subquery("u"))
-    plan.ctes.append((cte, exp.select(*keys, "period", *value_columns).from_(running.subquery("w"))
-                      .where("is_marker = 1")))
+    copy=False).from_(unioned.subquery("u", copy=False), copy=False)
+    plan.ctes.append((cte, exp.select(*keys, "period", *value_columns, copy=False).from_(running.subquery("w", copy=False), copy=False)
+                      .where("is_marker = 1", copy=False)))
     _join_group(plan, cte)
 
 
@@ -512,14 +512,19 @@ def _stocks(plan: _Plan, needed: list[str]) -> None:
         ind = catalog[name]
         keys = [f"f.{k}" for k in _group_keys(plan)]
         condition = _filter_sql(ind)
-        base = exp.select(*keys, f"f.{ind.start} AS day", f"1 AS {name}").from_(f"f_{ind.fact} AS f") \
-            .where(_lte(exp.column(ind.start, "f"), exp.Placeholder(this="end")))
-        ends = exp.select(*keys, f"f.{ind.end} AS day", f"-1 AS {name}").from_(f"f_{ind.fact} AS f") \
-            .where(_lte(exp.column(ind.end, "f"), exp.Placeholder(this="end")))
-        if condition:
-            base, ends = base.where(condition), ends.where(condition)
         cte = f"stock_{number}"
-        _running(plan, cte, exp.union(base, ends, distinct=False), [name], by_year=False)
+        if _single_period(plan):  # one day to look at: a plain count
+            in_force = (f"f.{ind.start} <= $end AND f.{ind.end} > $end" + (f" AND ({condition})" if condition else ""))
+            _single(plan, cte, name, f"f_{ind.fact}", in_force, "count(*)")
+            plan.columns[name] = f"coalesce({cte}.{name}, 0)"
+            continue
+        base = exp.select(*keys, f"f.{ind.start} AS day", f"1 AS {name}", copy=False).from_(f"f_{ind.fact} AS f", copy=False) \
+            .where(_lte(exp.column(ind.start, "f"), exp.Placeholder(this="end")), copy=False)
+        ends = exp.select(*keys, f"f.{ind.end} AS day", f"-1 AS {name}", copy=False).from_(f"f_{ind.fact} AS f", copy=False) \
+            .where(_lte(exp.column(ind.end, "f"), exp.Placeholder(this="end")), copy=False)
+        if condition:
+            base, ends = base.where(condition, copy=False), ends.where(condition, copy=False)
+        _running(plan, cte, exp.union(base, ends, distinct=False, copy=False), [name], by_year=False)
         plan.columns[name] = f"coalesce({cte}.{name}, 0)"
 
 
@@ -531,17 +536,40 @@ def _to_date(plan: _Plan, needed: list[str]) -> None:
         keys = [f"f.{k}" for k in _group_keys(plan)]
         value = "1" if base.aggregate == "count" else f"f.{base.of}"
         condition = _filter_sql(base)
+        cte = f"ytd_{number}"
+        if _single_period(plan):  # one last day: a plain sum from January 1
+            plan.param("year_start", date(plan.request.end.year, 1, 1))
+            in_year = f"f.{base.date} BETWEEN $year_start AND $end" + (f" AND ({condition})" if condition else "")
+            _single(plan, cte, name, f"f_{base.fact}", in_year,
+                    "count(*)" if base.aggregate == "count" else f"sum(f.{base.of})")
+            plan.columns[name] = f"coalesce({cte}.{name}, 0)"
+            continue
         events = (
-            exp.select(*keys, f"f.{base.date} AS day", f"{value} AS {name}").from_(f"f_{base.fact} AS f")
-            .where(_lte(exp.column(base.date, "f"), exp.Placeholder(this="end")))
-            .where(_gte(exp.column(base.date, "f"), plan.param("ytd_start", date(plan.request.start.year, 1, 1))))
+            exp.select(*keys, f"f.{base.date} AS day", f"{value} AS {name}", copy=False).from_(f"f_{base.fact} AS f", copy=False)
+            .where(_lte(exp.column(base.date, "f"), exp.Placeholder(this="end")), copy=False)
+            .where(_gte(exp.column(base.date, "f"), plan.param("ytd_start", date(plan.request.start.year, 1, 1))), copy=False)
         )
         if condition:
-            events = events.where(condition)
-        cte = f"ytd_{number}"
+            events = events.where(condition, copy=False)
         _running(plan, cte, events, [name], by_year=True,
                  cast="BIGINT" if base.aggregate == "count" else "DECIMAL(38, 2)")
         plan.columns[name] = f"coalesce({cte}.{name}, 0)"
+
+
+def _single_period(plan: _Plan) -> bool:
+    """No time dimension: the answer has one period, ending on the request's end."""
+    return plan.request.time is None and (plan.request.periods is None or len(plan.request.periods) == 1)
+
+
+def _single(plan: _Plan, cte: str, name: str, fact_cte: str, condition: str, aggregate: str) -> None:
+    """A one-period group: an aggregate of the fact rows meeting `condition`, by the members asked."""
+    keys = [f"f.{k}" for k in _group_keys(plan)]
+    select = (exp.select(*keys, "'all' AS period", f"{aggregate} AS {name}", copy=False)
+              .from_(f"{fact_cte} AS f", copy=False).where(condition, copy=False))
+    if keys:
+        select = select.group_by(*keys, copy=False)
+    plan.ctes.append((cte, select))
+    _join_group(plan, cte)
 
 
 def _fixed(plan: _Plan, needed: list[str]) -> None:
@@ -552,10 +580,10 @@ def _fixed(plan: _Plan, needed: list[str]) -> None:
         return
     keys = _group_keys(plan)
     select = (
-        exp.select(*[f"f.{k}" for k in keys], "p.period", *[f"CAST(sum(f.{catalog[n].of}) AS {_sum_type(catalog[n])}) AS {n}" for n in fixed])
-        .from_("f_envelopes AS f")
-        .join("periods AS p", on="f.year = EXTRACT(YEAR FROM p.last_day)")
-        .group_by(*[f"f.{k}" for k in keys], "p.period")
+        exp.select(*[f"f.{k}" for k in keys], "p.period", *[f"CAST(sum(f.{catalog[n].of}) AS {_sum_type(catalog[n])}) AS {n}" for n in fixed], copy=False)
+        .from_("f_envelopes AS f", copy=False)
+        .join("periods AS p", on="f.year = EXTRACT(YEAR FROM p.last_day)", copy=False)
+        .group_by(*[f"f.{k}" for k in keys], "p.period", copy=False)
     )
     plan.ctes.append(("fixed_0", select))
     _join_group(plan, "fixed_0")

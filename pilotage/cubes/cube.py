@@ -83,7 +83,7 @@ class Cube:
 
     def answer(self, measures, by=(), where=None, start=None, end=None, known_at=None, scope=None,
                labels: bool = False) -> Answer:
-        with self.warehouse.connect() as con:
+        with self.warehouse.cursor() as con:
             as_of = self._as_of(con, _date(known_at))
             request = self.request(measures, by, where, start, end, known_at, scope, as_of)
             compiled = self.compile(request)
@@ -104,7 +104,7 @@ class Cube:
 
         from pilotage.cubes.compare import SUFFIX, comparison_request
 
-        with self.warehouse.connect() as con:
+        with self.warehouse.cursor() as con:
             as_of = self._as_of(con, _date(known_at))
             request = self.request(measures, by, where, start, end, known_at, scope, as_of)
             other = comparison_request(con, request, how)
@@ -152,7 +152,7 @@ class Cube:
         return compiled
 
     def as_of(self, known_at: date | str | None = None) -> date:
-        with self.warehouse.connect() as con:
+        with self.warehouse.cursor() as con:
             return self._as_of(con, _date(known_at))
 
     @staticmethod

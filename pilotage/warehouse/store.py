@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -54,6 +55,9 @@ class Warehouse:
 
     def __init__(self, path: str | os.PathLike | None = None):
         self.path = resolve_path(path)
+        self._shared: duckdb.DuckDBPyConnection | None = None
+        self._shared_version: tuple | None = None
+        self._shared_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Warehouse({str(self.path)!r})"
@@ -99,6 +103,27 @@ class Warehouse:
                 f"this pilotage ({SCHEMA_VERSION}): upgrade pilotage"
             )
         return con
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor on a read-only connection kept open between calls.
+
+        The connection is reopened when a load has published a new file
+        (another inode), so a long-running process answers from the newest
+        state without paying for an open at every query. Close the cursor
+        after use; cursors are safe to use one per thread.
+        """
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return self.connect()  # raises the helpful error
+        version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        with self._shared_lock:
+            if self._shared is None or self._shared_version != version:
+                self._shared = self.connect()
+                self._shared_version = version
+            cursor = self._shared.cursor()
+        cursor.execute("USE wh")  # a cursor starts on the default (in-memory) catalog
+        return cursor
 
     @contextlib.contextmanager
     def write(self, wait: float = 0.0) -> Iterator[duckdb.DuckDBPyConnection]:
