@@ -87,7 +87,9 @@ def find_drops(paths: list[Path]) -> list[Path]:
         if drop_date(path) is not None or (path / CONTROL_FILE).exists():
             found.append(path)
             continue
-        children = [c for c in sorted(path.iterdir()) if c.is_dir() and drop_date(c) is not None]
+        # a drop is a dated folder; an undated one with a control file is a misnamed drop, to be refused
+        children = [c for c in sorted(path.iterdir())
+                    if c.is_dir() and (drop_date(c) is not None or (c / CONTROL_FILE).exists())]
         if not children:
             raise FileNotFoundError(f"{path}: neither a drop folder (YYYY-MM-DD) nor a folder of drops")
         found.extend(children)

@@ -26,7 +26,7 @@ from pilotage.etl import merge
 from pilotage.etl.drop import Drop, DropRefused, drop_date, find_drops, inspect_drop, read_control_fingerprint
 from pilotage.etl.quarantine import gather_rejects, store_rejects
 from pilotage.etl.spec import CONTRACTS, ENVELOPES, FILES, PRESCRIPTIONS
-from pilotage.etl.stage import stage_chunk, stage_table
+from pilotage.etl.stage import build_line_maps, stage_chunk, stage_table
 from pilotage.etl.validate import build_typed
 from pilotage.warehouse import Warehouse
 
@@ -47,7 +47,7 @@ class FileOutcome:
 
 @dataclass(frozen=True)
 class DropOutcome:
-    date: date
+    date: date | None  # None for a refused folder not named after a date
     path: Path
     outcome: str  # loaded | skipped | refused
     message: str | None = None
@@ -63,7 +63,7 @@ class DropOutcome:
         if self.outcome == "skipped":
             return f"{self.date} skipped: already loaded ({self.path})"
         if self.outcome == "refused":
-            return f"{self.date} REFUSED: {self.message} ({self.path})"
+            return f"{self.date or self.path.name} REFUSED: {self.message} ({self.path})"
         parts = []
         for f in self.files:
             detail = [f"{f.loaded} new"]
@@ -140,6 +140,7 @@ def load_drops(
                 report(outcome)
             _progress(on_progress, len(chunk))
         _crash_point("before_publish")
+    result.drops.sort(key=lambda d: (d.date or date.min, str(d.path)))
     return result
 
 
@@ -197,7 +198,7 @@ def _new_load_id(con: duckdb.DuckDBPyConnection) -> int:
 def _refuse(con: duckdb.DuckDBPyConnection, path: Path, reason: str, drop: Drop | None = None) -> DropOutcome:
     """Record a refused drop in the audit; nothing else of it is written."""
     when = datetime.now()
-    extract = drop.date if drop else (drop_date(path) or date(1900, 1, 1))
+    extract = drop.date if drop else drop_date(path)
     fingerprint = drop.fingerprint if drop else ((read_control_fingerprint(path) or (None, ""))[1])
     con.execute(
         "INSERT INTO load_drops VALUES (?, ?, ?, ?, 'refused', ?, ?, ?)",
@@ -218,6 +219,7 @@ def _load_chunk(con: duckdb.DuckDBPyConnection, drops: list[Drop]) -> tuple[list
             con.execute(f"DELETE FROM {stage_table(spec)} WHERE _file_id IN (SELECT unnest(?::INTEGER[]))", [gone])
         con.execute("DELETE FROM _structural WHERE file_id IN (SELECT unnest(?::INTEGER[]))", [gone])
         con.execute("DELETE FROM _files WHERE file_id IN (SELECT unnest(?::INTEGER[]))", [gone])
+    build_line_maps(con)
     for spec in FILES:
         build_typed(con, spec)
     kept = [seq for seq in range(len(drops)) if seq not in refused]
@@ -233,7 +235,8 @@ def _load_chunk(con: duckdb.DuckDBPyConnection, drops: list[Drop]) -> tuple[list
         merge.merge_versioned(con, PRESCRIPTIONS)
         merge.merge_versioned(con, ENVELOPES)
         merge.merge_payments(con)
-        released = merge.release_held_payments(con)
+        released = merge.release_held_payments(con) + con.sql(
+            "SELECT count(*) FROM _class_payments WHERE _class = 'released'").fetchall()[0][0]
         gather_rejects(con)
         store_rejects(con)
         _crash_point("before_commit")
@@ -276,7 +279,7 @@ def _file_outcomes(con: duckdb.DuckDBPyConnection, staged) -> dict[int, FileOutc
             unchanged=c.get("unchanged", 0),
             stale=c.get("stale", 0),
             rejected=rejected.get(s.file_id, 0),
-            held=c.get("held", 0),
+            held=c.get("held", 0) + c.get("released", 0),
         )
     return outcomes
 

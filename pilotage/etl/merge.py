@@ -55,10 +55,14 @@ def _same_content(spec: FileSpec, left: str, right: str) -> str:
 
 def _rank(con: duckdb.DuckDBPyConnection, spec: FileSpec) -> None:
     partition = ", ".join(f'"{k}"' for k in spec.key) + (', "version"' if spec.versioned else "")
+    keys = ", ".join(f'"{k}"' for k in spec.key)
+    earlier = (f", max(version) OVER (PARTITION BY {keys} ORDER BY _drop_seq "
+               "RANGE BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS _earlier_version") if spec.versioned else ""
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _ranked AS
         SELECT * EXCLUDE (_violations),
                row_number() OVER (PARTITION BY {partition} ORDER BY drop_date, _drop_seq, _file_id, _row) AS _rank
+               {earlier}
         FROM {typed_table(spec)} WHERE len(_violations) = 0"""
     )
 
@@ -73,8 +77,9 @@ def merge_versioned(con: duckdb.DuckDBPyConnection, spec: FileSpec) -> None:
                CASE
                    WHEN h.version IS NOT NULL THEN
                        CASE WHEN {_same_content(spec, 't', 'h')} THEN 'unchanged' ELSE 'conflict' END
-                   WHEN t._rank = 1 THEN
-                       CASE WHEN t.version < c.version THEN 'stale' ELSE 'new' END
+                   WHEN t._rank = 1 THEN  -- stale: lower than a version loaded before, or by an earlier drop
+                       CASE WHEN t.version < greatest(coalesce(c.version, 0), coalesce(t._earlier_version, 0))
+                            THEN 'stale' ELSE 'new' END
                    WHEN {_same_content(spec, 't', 'f')} THEN 'unchanged'
                    ELSE 'conflict'
                END AS _class,
@@ -147,8 +152,9 @@ def merge_payments(con: duckdb.DuckDBPyConnection) -> None:
                CASE
                    WHEN e.payment_id IS NOT NULL THEN
                        CASE WHEN {_same_content(spec, 't', 'e')} THEN 'unchanged' ELSE 'conflict' END
-                   WHEN t._rank = 1 THEN
-                       CASE WHEN c.contract_id IS NULL THEN 'held' ELSE 'new' END
+                   WHEN t._rank = 1 THEN  -- released: held at its drop, its contract came with a later one
+                       CASE WHEN c.contract_id IS NULL THEN 'held'
+                            WHEN a.drop_seq > t._drop_seq THEN 'released' ELSE 'new' END
                    WHEN {_same_content(spec, 't', 'f')} THEN 'unchanged'
                    ELSE 'conflict'
                END AS _class,
@@ -161,11 +167,15 @@ def merge_payments(con: duckdb.DuckDBPyConnection) -> None:
             UNION ALL SELECT {_PAYMENT_FIELDS}, drop_date FROM held_payments
         ) e ON e.payment_id = t.payment_id
         LEFT JOIN _ranked f ON t._rank > 1 AND f._rank = 1 AND f.payment_id = t.payment_id
-        LEFT JOIN contracts c ON t._rank = 1 AND c.contract_id = t.contract_id"""
+        LEFT JOIN contracts c ON t._rank = 1 AND c.contract_id = t.contract_id
+        LEFT JOIN (
+            SELECT contract_id, min(_drop_seq) AS drop_seq FROM _class_contracts
+            WHERE _current_version IS NULL AND _class <> 'conflict' GROUP BY contract_id
+        ) a ON a.contract_id = t.contract_id"""
     )
     con.execute(
         f"INSERT INTO payments SELECT {_PAYMENT_FIELDS}, drop_date, _department, _measure, _cancelled "
-        f"FROM {class_table(spec)} WHERE _class = 'new'"
+        f"FROM {class_table(spec)} WHERE _class IN ('new', 'released')"
     )
     con.execute(
         f"INSERT INTO held_payments SELECT {_h_fields}, h.drop_date, f.file, h.line FROM ("

@@ -22,7 +22,7 @@ import duckdb
 from pilotage.etl.drop import Drop, DropFile
 from pilotage.etl.spec import FILES, FileSpec
 
-ROW_LEVEL_ERRORS = ("MISSING COLUMNS", "TOO MANY COLUMNS")
+ROW_LEVEL_ERRORS = ("MISSING COLUMNS", "TOO MANY COLUMNS")  # rejected rows; other errors refuse the file
 
 
 @dataclass(frozen=True)
@@ -67,49 +67,77 @@ def stage_chunk(con: duckdb.DuckDBPyConnection, drops: list[Drop]) -> tuple[list
         "CREATE OR REPLACE TEMP TABLE _structural (file_id INTEGER, line BIGINT, error_type VARCHAR, "
         "raw VARCHAR, message VARCHAR)"
     )
+    unreadable: dict[int, str] = {}
     for spec in FILES:
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE {stage_table(spec)} ("
             + ", ".join(f'"{c}" VARCHAR' for c in spec.column_names)
-            + ", _file_id INTEGER)"
+            + ", _bad_fields BOOLEAN, _file_id INTEGER)"
         )
         groups: dict[tuple[str, ...], list[StagedFile]] = defaultdict(list)
         for s in staged:
             if s.file.spec is spec:
                 groups[s.file.header].append(s)
         for header, group in groups.items():
-            _read_group(con, spec, header, group)
-    refused = _refusals(con, staged)
-    _line_maps(con, staged)
+            unreadable.update(_read_group(con, spec, header, group))
+    refused = _refusals(con, staged, unreadable)
     return staged, refused
 
 
+# Fields are read with a sentinel as the null string, so that an empty field
+# reads as '' and a missing one (padded) as NULL: the two must not be confused
+# when counting fields. One extra column catches a line with one field too many
+# (DuckDB otherwise accepts a trailing separator); more are set aside by DuckDB.
+_NO_NULL = "<pilotage:no-null>"
+_EXTRA = "__pilotage_extra__"
+
+
 def _read_group(con: duckdb.DuckDBPyConnection, spec: FileSpec, header: tuple[str, ...],
-                group: list[StagedFile]) -> None:
+                group: list[StagedFile]) -> dict[int, str]:
+    """Read files sharing a header; return {file_id: reason} for files DuckDB cannot read at all."""
+    for attempt in (_strict, _lenient):
+        try:
+            attempt(con, spec, header, group)
+            return {}
+        except duckdb.Error as exc:
+            error = exc
+    if len(group) > 1:  # find which file it is
+        unreadable = {}
+        for one in group:
+            unreadable.update(_read_group(con, spec, header, [one]))
+        return unreadable
+    return {group[0].file_id: str(error).splitlines()[0]}
+
+
+def _select(spec: FileSpec, header: tuple[str, ...], group: list[StagedFile], extra_options: str = "") -> str:
     paths = [str(s.file.path) for s in group]
-    columns = "{" + ", ".join(f"{sql_string(c)}: 'VARCHAR'" for c in header) + "}"
+    columns = "{" + ", ".join(f"{sql_string(c)}: 'VARCHAR'" for c in header + (_EXTRA,)) + "}"
     options = (
-        f"delim=';', quote='\"', escape='\"', header=true, auto_detect=false, "
-        f"columns={columns}, filename=true, strict_mode=true, encoding='utf-8'"
+        f"delim=';', quote='\"', escape='\"', header=true, auto_detect=false, columns={columns}, "
+        f"filename=true, strict_mode=true, encoding='utf-8', null_padding=true, "
+        f"nullstr={sql_string(_NO_NULL)}{extra_options}"
     )
-    select = (
+    bad_fields = " OR ".join([f'"{_EXTRA}" IS NOT NULL'] + [f'"{c}" IS NULL' for c in header])
+    return (
         f"INSERT INTO {stage_table(spec)} SELECT "
-        + ", ".join(f'"{c}"' for c in spec.column_names)
+        + ", ".join(f"nullif(\"{c}\", '')" for c in spec.column_names)
+        + f", {bad_fields}"
         + f", ({sql_list([s.file_id for s in group])}::INTEGER[])[list_position({sql_list(paths)}, filename)] "
-        + "FROM read_csv({paths}, {options})"
+        + f"FROM read_csv({sql_list(paths)}, {options})"
     )
-    try:
-        con.execute(select.format(paths=sql_list(paths), options=options))
-        return
-    except duckdb.Error:
-        pass  # some line is malformed: read again, setting the bad lines aside
-    con.execute(
-        select.format(
-            paths=sql_list(paths),
-            options=options + ", ignore_errors=true, store_rejects=true, "
-            "rejects_table='_rej_errors', rejects_scan='_rej_scans'",
-        )
-    )
+
+
+def _strict(con: duckdb.DuckDBPyConnection, spec: FileSpec, header: tuple[str, ...], group: list[StagedFile]) -> None:
+    con.execute(_select(spec, header, group))
+
+
+def _lenient(con: duckdb.DuckDBPyConnection, spec: FileSpec, header: tuple[str, ...], group: list[StagedFile]) -> None:
+    """Read again, letting DuckDB set aside the lines it cannot parse, and keep those."""
+    con.execute("DROP TABLE IF EXISTS _rej_errors")
+    con.execute("DROP TABLE IF EXISTS _rej_scans")
+    con.execute(_select(spec, header, group, ", ignore_errors=true, store_rejects=true, "
+                        "rejects_table='_rej_errors', rejects_scan='_rej_scans'"))
+    paths = [str(s.file.path) for s in group]
     con.execute(
         f"""INSERT INTO _structural
         SELECT ({sql_list([s.file_id for s in group])}::INTEGER[])[list_position({sql_list(paths)}, s.file_path)],
@@ -122,18 +150,24 @@ def _read_group(con: duckdb.DuckDBPyConnection, spec: FileSpec, header: tuple[st
     con.execute("DROP TABLE IF EXISTS _rej_scans")
 
 
-def _refusals(con: duckdb.DuckDBPyConnection, staged: list[StagedFile]) -> dict[int, str]:
+def _refusals(con: duckdb.DuckDBPyConnection, staged: list[StagedFile], unreadable: dict[int, str]) -> dict[int, str]:
     """Drops to refuse: a file DuckDB cannot parse, or whose row count differs from its lines."""
     by_id = {s.file_id: s for s in staged}
     refused: dict[int, str] = {}
+    for file_id, reason in unreadable.items():
+        s = by_id[file_id]
+        refused.setdefault(s.drop_seq, f"{s.file.spec.filename}: unreadable: {reason}")
     fatal = con.sql(
         "SELECT file_id, min(line), arg_min(error_type, line), arg_min(message, line) FROM _structural "
         f"WHERE error_type NOT IN {tuple(ROW_LEVEL_ERRORS)} GROUP BY file_id ORDER BY file_id"
     ).fetchall()
     for file_id, line, error_type, message in fatal:
         s = by_id[file_id]
-        first = (message or error_type).splitlines()[0]
-        refused.setdefault(s.drop_seq, f"{s.file.spec.filename}: line {line}: {error_type.lower()}: {first}")
+        if error_type == "INVALID ENCODING":
+            first = "not UTF-8 (the file is refused, not re-decoded)"
+        else:
+            first = f"{error_type.lower()}: " + (message or error_type).splitlines()[0]
+        refused.setdefault(s.drop_seq, f"{s.file.spec.filename}: line {line}: {first}")
     counts = dict(
         con.sql(
             " UNION ALL ".join(f"SELECT _file_id, count(*) FROM {stage_table(spec)} GROUP BY 1" for spec in FILES)
@@ -150,8 +184,11 @@ def _refusals(con: duckdb.DuckDBPyConnection, staged: list[StagedFile]) -> dict[
     return refused
 
 
-def _line_maps(con: duckdb.DuckDBPyConnection, staged: list[StagedFile]) -> None:
-    """_offsets: first rowid of each file; _linemap: k-th row -> line, where lines shift."""
+def build_line_maps(con: duckdb.DuckDBPyConnection) -> None:
+    """_offsets: first rowid of each file; _linemap: k-th row -> line, where lines shift.
+
+    Only for the files of `_files` (refused drops removed first: their text may not even decode).
+    """
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _offsets AS "
         + " UNION ALL ".join(

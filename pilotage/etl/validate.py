@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import duckdb
 
-from pilotage.etl.spec import Column, FileSpec, format_rules
+import sqlglot
+from sqlglot import exp
+
+from pilotage.etl.spec import FIELD_COUNT, Column, FileSpec, Rule, format_rules
 from pilotage.etl.stage import sql_string, stage_table
 
 
@@ -63,8 +66,25 @@ def violation_checks(spec: FileSpec) -> list[str]:
                 condition = f"{_raw(column)} IS NOT NULL AND {name} IS NULL"
             checks.append(_violation(column.name, rule, condition))
     for rule in spec.rules:
-        checks.append(_violation(rule.column, rule.name, f"({rule.violated})"))
+        readable = [_format_ok(spec.column(name)) for name in rule_columns(rule, spec)]
+        checks.append(_violation(rule.column, rule.name, " AND ".join([f"({rule.violated})"] + readable)))
     return checks
+
+
+def rule_columns(rule: Rule, spec: FileSpec) -> list[str]:
+    """The columns a cross-column rule reads."""
+    tree = sqlglot.parse_one(rule.violated, read="duckdb")
+    names = {column.name for column in tree.find_all(exp.Column)}
+    return [c for c in spec.column_names if c in names]
+
+
+def _format_ok(column: Column) -> str:
+    """SQL: the column is empty or passed its format rule (so a cross-column rule can judge it)."""
+    if column.kind == "code":
+        return f'("{column.name}" IS NULL OR "{column.name}" IN ({", ".join(sql_string(c) for c in column.codes)}))'
+    if column.kind in ("text",):
+        return "true"
+    return f'({_raw(column)} IS NULL OR "{column.name}" IS NOT NULL)'
 
 
 def build_typed(con: duckdb.DuckDBPyConnection, spec: FileSpec) -> None:
@@ -75,9 +95,11 @@ def build_typed(con: duckdb.DuckDBPyConnection, spec: FileSpec) -> None:
         f"""CREATE OR REPLACE TEMP TABLE {typed_table(spec)} AS
         SELECT _row, _file_id, _drop_seq, drop_date,
                {", ".join(f'"{c}"' for c in spec.column_names)},
-               list_filter([{", ".join(violation_checks(spec))}], lambda v: v IS NOT NULL) AS _violations
+               CASE WHEN _bad_fields THEN [{{'column': NULL::VARCHAR, 'rule': '{FIELD_COUNT.name}'}}]
+                    ELSE list_filter([{", ".join(violation_checks(spec))}], lambda v: v IS NOT NULL)
+               END AS _violations
         FROM (
-            SELECT s.rowid AS _row, s._file_id, f.drop_seq AS _drop_seq, f.drop_date,
+            SELECT s.rowid AS _row, s._file_id, s._bad_fields, f.drop_seq AS _drop_seq, f.drop_date,
                    {raw_columns}, {typed_columns}
             FROM {stage_table(spec)} s JOIN _files f ON f.file_id = s._file_id
         )"""

@@ -127,18 +127,19 @@ CREATE TABLE held_payments ({PAYMENT_COLUMNS},
 );
 
 CREATE SEQUENCE load_id_seq START 1;
--- One row per drop seen by a load: loaded, skipped (already loaded) or refused.
+-- One row per drop a load applied or refused (drops already loaded are skipped
+-- without a row). drop_date is NULL for a refused folder not named after a date.
 CREATE TABLE load_drops (
     load_id     INTEGER NOT NULL,
-    drop_date   DATE NOT NULL,
+    drop_date   DATE,
     drop_path   VARCHAR NOT NULL,
     fingerprint VARCHAR NOT NULL,     -- sha256 over the control file's (file, sha256) pairs
-    outcome     VARCHAR NOT NULL,     -- loaded | skipped | refused
+    outcome     VARCHAR NOT NULL,     -- loaded | refused
     message     VARCHAR,
     started     TIMESTAMP NOT NULL,
     finished    TIMESTAMP NOT NULL
 );
--- One row per data file of a loaded or refused drop.
+-- One row per data file of a loaded drop (a refused drop has only its load_drops row).
 CREATE TABLE load_files (
     load_id        INTEGER NOT NULL,
     drop_date      DATE NOT NULL,
