@@ -79,9 +79,12 @@ def main(ctx: click.Context, warehouse: str | None) -> None:
 @click.option("--wait", type=float, default=0.0, show_default=True,
               help="Seconds to wait for another load to finish before giving up.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only refused drops and the final line.")
+@click.option("--mode", type=click.Choice(["auto", "in-place", "copy"]), default="auto", show_default=True,
+              help="Change the warehouse in place (readers wait) or through a copy (readers go on); "
+                   "auto: in place for a day's drops.")
 @click.pass_context
 @_guard
-def load(ctx: click.Context, paths: tuple[str, ...], wait: float, quiet: bool) -> None:
+def load(ctx: click.Context, paths: tuple[str, ...], wait: float, quiet: bool, mode: str) -> None:
     """Load drops (a drop folder YYYY-MM-DD, or a folder of them) into the warehouse.
 
     Example: pilotage load /data/drops/2006-03-14 /data/backlog
@@ -100,7 +103,8 @@ def load(ctx: click.Context, paths: tuple[str, ...], wait: float, quiet: bool) -
                 click.echo(f"  warning: {warning}", err=True)
 
     with _progress(total, "loading drops", minimum=20) as bar:
-        result = load_drops(warehouse, paths, wait=wait, on_drop=on_drop, on_progress=bar.update)
+        result = load_drops(warehouse, paths, wait=wait, on_drop=on_drop, on_progress=bar.update,
+                            in_place={"auto": None, "in-place": True, "copy": False}[mode])
     counts = {k: sum(1 for d in result.drops if d.outcome == k) for k in ("loaded", "skipped", "refused")}
     click.echo(
         f"{counts['loaded']} loaded, {counts['skipped']} skipped, {counts['refused']} refused "

@@ -126,13 +126,17 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("step", ["after_contracts", "before_commit", "before_publish"])
-def test_a_crash_mid_load_leaves_the_warehouse_as_it_was(story_drops, tmp_path, step):
+@pytest.mark.parametrize("mode, step", [
+    ("copy", "after_contracts"), ("copy", "before_commit"), ("copy", "before_publish"),
+    ("in-place", "after_contracts"), ("in-place", "before_commit"),
+])
+def test_a_crash_mid_load_leaves_the_warehouse_as_it_was(story_drops, tmp_path, mode, step):
     path = tmp_path / "w.duckdb"
     warehouse = Warehouse(path)
     load_drops(warehouse, story_drops[:2])
     before = snapshot(warehouse, STATE_TABLES + ("load_drops", "load_files", "rejects"))
-    crashed = _cli("-w", str(path), "load", *map(str, story_drops[2:]), env={"PILOTAGE_CRASH_AT": step})
+    crashed = _cli("-w", str(path), "load", "--mode", mode, *map(str, story_drops[2:]),
+                   env={"PILOTAGE_CRASH_AT": step})
     assert crashed.returncode == 70, crashed.stderr
     assert snapshot(warehouse, STATE_TABLES + ("load_drops", "load_files", "rejects")) == before
     # the next load recovers (leftover working file replaced) and completes
@@ -142,6 +146,17 @@ def test_a_crash_mid_load_leaves_the_warehouse_as_it_was(story_drops, tmp_path, 
     full = Warehouse(tmp_path / "full.duckdb")
     load_drops(full, story_drops)
     assert snapshot(warehouse) == snapshot(full)
+
+
+def test_in_place_a_crash_after_the_commit_keeps_the_whole_drops(story_drops, tmp_path):
+    path = tmp_path / "w.duckdb"
+    load_drops(Warehouse(path), story_drops[:2])
+    crashed = _cli("-w", str(path), "load", "--mode", "in-place", *map(str, story_drops[2:]),
+                   env={"PILOTAGE_CRASH_AT": "before_publish"})
+    assert crashed.returncode == 70, crashed.stderr
+    full = Warehouse(tmp_path / "full.duckdb")
+    load_drops(full, story_drops)
+    assert snapshot(Warehouse(path)) == snapshot(full)
 
 
 def test_a_second_load_fails_clearly_or_waits_while_the_lock_is_held(story_drops, tmp_path):
@@ -176,7 +191,8 @@ print(sorted(seen))
 """
 
 
-def test_readers_in_another_process_see_whole_states_during_a_load(tmp_path):
+@pytest.mark.parametrize("in_place", [True, False], ids=["in-place", "copy"])
+def test_readers_in_another_process_see_whole_states_during_a_load(tmp_path, in_place):
     rows = [contract(f"C{i:05d}") for i in range(20000)]
     pays = [payment(f"P{i:05d}", f"C{i:05d}") for i in range(20000)]
     first = write_drop(tmp_path / "drops", "2006-03-13", {"contracts.csv": rows[:100]})
@@ -188,7 +204,7 @@ def test_readers_in_another_process_see_whole_states_during_a_load(tmp_path):
     reader = subprocess.Popen([sys.executable, "-c", READER, str(path), "6"], stdout=subprocess.PIPE, text=True)
     time.sleep(1.0)
     for day in days:  # four publications while the reader reads
-        load_drops(Warehouse(path), [day])
+        load_drops(Warehouse(path), [day], in_place=in_place)
     out, _ = reader.communicate(timeout=60)
     assert reader.returncode == 0
     seen = eval(out)

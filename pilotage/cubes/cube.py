@@ -9,11 +9,12 @@ date and the range actually answered.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import date
-from typing import Iterable, Mapping
+from typing import Iterable, Iterator, Mapping
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -68,6 +69,29 @@ class Cube:
         self.warehouse = warehouse if isinstance(warehouse, Warehouse) else Warehouse(warehouse)
         self.catalog = catalog or load_catalog()
         self._compiled: OrderedDict[Request, Compiled] = OrderedDict()
+        self._con = None
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator["Cube"]:
+        """Keep one read-only connection for the queries of the block (a report, a page).
+
+        Without it each query opens the warehouse (about 20 ms on a large
+        file). Keep the block short: an in-place load waits for it.
+        """
+        with self.warehouse.connect() as con:
+            self._con = con
+            try:
+                yield self
+            finally:
+                self._con = None
+
+    @contextlib.contextmanager
+    def _connection(self):
+        if self._con is not None:
+            yield self._con
+        else:
+            with self.warehouse.connect() as con:
+                yield con
 
     # -- the entry point -----------------------------------------------------------------------
 
@@ -83,7 +107,7 @@ class Cube:
 
     def answer(self, measures, by=(), where=None, start=None, end=None, known_at=None, scope=None,
                labels: bool = False) -> Answer:
-        with self.warehouse.cursor() as con:
+        with self._connection() as con:
             as_of = self._as_of(con, _date(known_at))
             request = self.request(measures, by, where, start, end, known_at, scope, as_of)
             compiled = self.compile(request)
@@ -104,7 +128,7 @@ class Cube:
 
         from pilotage.cubes.compare import SUFFIX, comparison_request
 
-        with self.warehouse.cursor() as con:
+        with self._connection() as con:
             as_of = self._as_of(con, _date(known_at))
             request = self.request(measures, by, where, start, end, known_at, scope, as_of)
             other = comparison_request(con, request, how)
@@ -152,7 +176,7 @@ class Cube:
         return compiled
 
     def as_of(self, known_at: date | str | None = None) -> date:
-        with self.warehouse.cursor() as con:
+        with self._connection() as con:
             return self._as_of(con, _date(known_at))
 
     @staticmethod

@@ -30,7 +30,10 @@ from pilotage.etl.stage import build_line_maps, stage_chunk, stage_table
 from pilotage.etl.validate import build_typed
 from pilotage.warehouse import Warehouse
 
-CHUNK_BYTES = 256 * 1024 * 1024
+CHUNK_BYTES = 768 * 1024 * 1024
+# Up to this much CSV, a load changes the warehouse in place (readers wait for
+# it); above, it works on a copy (readers go on) — see warehouse/store.py.
+IN_PLACE_BYTES = 64 * 1024 * 1024
 CRASH_ENV = "PILOTAGE_CRASH_AT"  # fault injection for the tests: a step name
 
 
@@ -100,11 +103,14 @@ def load_drops(
     on_drop: Callable[[DropOutcome], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
     chunk_bytes: int = CHUNK_BYTES,
+    in_place: bool | None = None,
 ) -> LoadResult:
     """Load the drops found under `paths` into `warehouse`.
 
     on_drop is called with each drop's outcome, on_progress with a number of
-    drops done (for a progress bar over `len(find_drops(paths))`).
+    drops done (for a progress bar over `len(find_drops(paths))`). in_place:
+    change the warehouse in place (True) or through a copy (False); by default
+    in place for small loads (see warehouse/store.py).
     """
     result = LoadResult()
 
@@ -117,8 +123,9 @@ def load_drops(
     candidates = _not_yet_loaded(warehouse, drop_paths, report, on_progress)
     if not candidates:
         return result
-    with warehouse.write(wait=wait) as con:
-        con.execute("SET enable_progress_bar = false")
+    if in_place is None:
+        in_place = warehouse.exists() and sum(_size(p) for p in candidates) <= IN_PLACE_BYTES
+    with warehouse.write(wait=wait, in_place=in_place) as con:
         loaded = _loaded_fingerprints(con)
         drops: list[Drop] = []
         with ThreadPoolExecutor(max_workers=2) as pool:
@@ -142,6 +149,10 @@ def load_drops(
         _crash_point("before_publish")
     result.drops.sort(key=lambda d: (d.date or date.min, str(d.path)))
     return result
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
 
 
 def _progress(callback: Callable[[int], None] | None, n: int) -> None:

@@ -1,18 +1,30 @@
 """The warehouse file: where it is, how it is read, how it is written.
 
 DuckDB locks a database file per process: while one process holds it
-read-write, no other process can even open it read-only. A load that wrote
-the published file in place would lock out every reader (reports, the
-portal) for its whole duration. So the published file is never opened
-read-write:
+read-write, no other process can even open it read-only, and the reverse.
+Readers and writers in different processes are coordinated with two lock
+files beside the warehouse:
 
-* readers open the published file read-only, any number at once;
-* a write session takes an exclusive lock file (one writer at a time), copies
-  the published file to a working file beside it, applies its changes there,
-  checkpoints, and atomically renames the working file over the published
-  one. Readers see the state before or after, never half of it; a reader that
-  had the old file open keeps its snapshot. A crash or an error before the
-  rename leaves the published file exactly as it was.
+* `<file>.lock` — one writer at a time (a second load waits or says so);
+* `<file>.gate` — readers hold it shared while they have the file open; a
+  writer that changes the file in place holds it exclusively.
+
+A write session has two modes:
+
+* **in place** (small loads: a day's drops): the writer closes the gate,
+  waits for the readers in flight to finish, applies its changes in one
+  transaction and reopens the gate. Readers wait for about as long as the
+  load takes (a second or so) and then see the new state.
+* **copy** (large loads: a backlog, a migration): the writer copies the file,
+  applies its changes to the copy and atomically renames it over the
+  published file. Readers are never held up: they read the old state until
+  the rename, the new one after; a reader that had the old file open keeps
+  its snapshot. Copying costs about a second per 600 MB, which is why daily
+  loads are done in place.
+
+Either way a reader sees the state before or after a load, never half of it,
+and a crash leaves the warehouse as it was before the interrupted transaction
+(DuckDB's own recovery in place; the untouched published file for a copy).
 """
 
 from __future__ import annotations
@@ -21,7 +33,6 @@ import contextlib
 import fcntl
 import os
 import shutil
-import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +45,8 @@ from pilotage.warehouse.schema import SCHEMA_VERSION, current_version, migrate
 
 ENV_VAR = "PILOTAGE_WAREHOUSE"
 DEFAULT_PATH = "pilotage.duckdb"
+READ_WAIT = 120.0  # seconds a reader waits for an in-place load to finish
+GATE_WAIT = 300.0  # seconds an in-place writer waits for the readers in flight
 
 
 class WarehouseError(Exception):
@@ -41,7 +54,7 @@ class WarehouseError(Exception):
 
 
 class WarehouseBusy(WarehouseError):
-    """Another write session holds the warehouse lock."""
+    """Another process holds the warehouse."""
 
 
 def resolve_path(path: str | os.PathLike | None = None) -> Path:
@@ -55,9 +68,6 @@ class Warehouse:
 
     def __init__(self, path: str | os.PathLike | None = None):
         self.path = resolve_path(path)
-        self._shared: duckdb.DuckDBPyConnection | None = None
-        self._shared_version: tuple | None = None
-        self._shared_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Warehouse({str(self.path)!r})"
@@ -67,24 +77,39 @@ class Warehouse:
         return self.path.with_name(self.path.name + ".lock")
 
     @property
+    def gate_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".gate")
+
+    @property
     def work_path(self) -> Path:
         return self.path.with_name(self.path.name + ".writing")
 
     def exists(self) -> bool:
         return self.path.exists()
 
-    def connect(self) -> duckdb.DuckDBPyConnection:
-        """A read-only connection to the published state.
+    # -- reading --------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def connect(self, wait: float = READ_WAIT) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only connection, held open for the `with` block.
 
         Each call opens the file anew (through a fresh in-memory instance), so
-        a long-running process sees a newly published file instead of a cached
-        instance of the old one.
+        a long-running process always reads the newest published state. Keep
+        the block short: an in-place load waits for it to end.
         """
         if not self.path.exists():
             raise WarehouseError(
                 f"no warehouse at {self.path}: load drops first (pilotage load PATH) "
                 f"or choose one with --warehouse / {ENV_VAR}"
             )
+        with self._gate(exclusive=False, wait=wait):
+            con = self._open_read_only()
+            try:
+                yield con
+            finally:
+                con.close()
+
+    def _open_read_only(self) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect(":memory:")
         try:
             con.execute(f"ATTACH {_sql_string(str(self.path))} AS wh (READ_ONLY)")
@@ -104,54 +129,50 @@ class Warehouse:
             )
         return con
 
-    def cursor(self) -> duckdb.DuckDBPyConnection:
-        """A cursor on a read-only connection kept open between calls.
-
-        The connection is reopened when a load has published a new file
-        (another inode), so a long-running process answers from the newest
-        state without paying for an open at every query. Close the cursor
-        after use; cursors are safe to use one per thread.
-        """
-        try:
-            stat = self.path.stat()
-        except FileNotFoundError:
-            return self.connect()  # raises the helpful error
-        version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-        with self._shared_lock:
-            if self._shared is None or self._shared_version != version:
-                self._shared = self.connect()
-                self._shared_version = version
-            cursor = self._shared.cursor()
-        cursor.execute("USE wh")  # a cursor starts on the default (in-memory) catalog
-        return cursor
+    # -- writing --------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def write(self, wait: float = 0.0) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A write session: lock, copy, change, publish atomically.
+    def write(self, wait: float = 0.0, in_place: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A write session: a read-write connection, migrated, with fresh reference data.
 
-        Yields a read-write connection to the working copy, already migrated
-        to the current schema with fresh reference data. If the body raises,
-        nothing is published.
+        The body makes its changes in transactions of its own. With a copy
+        (the default, and always for a new warehouse) nothing is published
+        unless the body completes; in place, each committed transaction stands
+        (readers are kept out until the session ends).
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock(wait):
-            _remove(self.work_path)
-            if self.path.exists():
-                shutil.copyfile(self.path, self.work_path)
-            con = duckdb.connect(str(self.work_path))
-            try:
-                con.execute("BEGIN TRANSACTION")
-                migrate(con)
-                refresh_reference(con)
-                con.execute("COMMIT")
-                yield con
-                con.execute("CHECKPOINT")
-            except BaseException:
-                con.close()
-                _remove(self.work_path)
-                raise
+            _remove(self.work_path)  # a copy left by a crashed session (we hold the lock)
+            if in_place and self.path.exists():
+                with self._gate(exclusive=True, wait=GATE_WAIT):
+                    yield from self._session(self.path, in_place=True)
+            else:
+                if self.path.exists():
+                    shutil.copyfile(self.path, self.work_path)
+                yield from self._session(self.work_path, in_place=False)
+                self._publish()
+
+    def _session(self, path: Path, in_place: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        try:
+            con = duckdb.connect(str(path))
+        except duckdb.IOException as exc:
+            raise WarehouseBusy(f"the warehouse {path} is open in another process: {exc}") from None
+        try:
+            con.execute("SET enable_progress_bar = false")
+            con.execute("BEGIN TRANSACTION")
+            migrate(con)
+            refresh_reference(con)
+            con.execute("COMMIT")
+            yield con
+            con.execute("CHECKPOINT")
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
             con.close()
-            self._publish()
+            if not in_place:
+                _remove(path)
+            raise
+        con.close()
 
     def _publish(self) -> None:
         with open(self.work_path, "rb") as handle:
@@ -163,24 +184,20 @@ class Warehouse:
         finally:
             os.close(directory)
 
+    # -- locks ----------------------------------------------------------------------------------
+
     @contextlib.contextmanager
     def _lock(self, wait: float) -> Iterator[None]:
+        """One writer at a time."""
         handle = open(self.lock_path, "a+")
-        deadline = time.monotonic() + wait
         try:
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        handle.seek(0)
-                        holder = handle.read().strip() or "another process"
-                        raise WarehouseBusy(
-                            f"the warehouse {self.path} is being written by {holder}; "
-                            "try again when it has finished (or give --wait SECONDS)"
-                        ) from None
-                    time.sleep(0.1)
+            if not _flock(handle, fcntl.LOCK_EX, wait):
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise WarehouseBusy(
+                    f"the warehouse {self.path} is being written by {holder}; "
+                    "try again when it has finished (or give --wait SECONDS)"
+                )
             handle.seek(0)
             handle.truncate()
             handle.write(f"pid {os.getpid()} since {datetime.now():%Y-%m-%d %H:%M:%S}")
@@ -188,6 +205,35 @@ class Warehouse:
             yield
         finally:
             handle.close()  # closing releases the flock
+
+    @contextlib.contextmanager
+    def _gate(self, exclusive: bool, wait: float) -> Iterator[None]:
+        """Readers shared, an in-place writer exclusive."""
+        try:
+            handle = open(self.gate_path, "a+")
+        except OSError:  # a read-only folder: no in-place writer can be there either
+            yield
+            return
+        try:
+            if not _flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH, wait):
+                what = "readers still have it open" if exclusive else "a load is changing it"
+                raise WarehouseBusy(f"the warehouse {self.path} is busy ({what}) after {wait:.0f} s")
+            yield
+        finally:
+            handle.close()
+
+
+def _flock(handle, operation: int, wait: float) -> bool:
+    """Take a flock, polling until `wait` seconds have passed; False if it could not."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(handle, operation | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
 
 
 def _remove(path: Path) -> None:
