@@ -51,7 +51,9 @@ def measured(code: str, **values) -> dict:
         result = {}
     """) + textwrap.dedent(code) + textwrap.dedent("""
         seconds = time.perf_counter() - (_t[0] or 0)
-        result.update(seconds=seconds, peak_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        # VmHWM: this process's own peak (ru_maxrss would carry the parent's across exec)
+        hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM"))
+        result.update(seconds=seconds, peak_mib=int(hwm.split()[1]) / 1024)
         print("RESULT" + json.dumps(result, default=str))
     """)
     proc = subprocess.run([sys.executable, "-c", program, json.dumps(values, default=str)],

@@ -182,11 +182,15 @@ import sys, time
 from pilotage.warehouse import Warehouse
 w = Warehouse(sys.argv[1])
 seen = set()
+started = False
 end = time.monotonic() + float(sys.argv[2])
 while time.monotonic() < end:
     with w.connect() as con:
         seen.add(con.sql("SELECT (SELECT count(*) FROM contract_versions), (SELECT count(*) FROM payments), "
                          "(SELECT count(*) FROM load_drops)").fetchall()[0])
+    if len(seen) == 1 and not started:
+        started = True
+        print("reading", flush=True)
 print(sorted(seen))
 """
 
@@ -201,10 +205,11 @@ def test_readers_in_another_process_see_whole_states_during_a_load(tmp_path, in_
         for k in range(4)]
     path = tmp_path / "w.duckdb"
     load_drops(Warehouse(path), [first])
-    reader = subprocess.Popen([sys.executable, "-c", READER, str(path), "6"], stdout=subprocess.PIPE, text=True)
-    time.sleep(1.0)
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(path), "8"], stdout=subprocess.PIPE, text=True)
+    assert reader.stdout.readline().strip() == "reading"
     for day in days:  # four publications while the reader reads
         load_drops(Warehouse(path), [day], in_place=in_place)
+        time.sleep(0.2)
     out, _ = reader.communicate(timeout=60)
     assert reader.returncode == 0
     seen = eval(out)

@@ -26,8 +26,8 @@ from pilotage.etl import merge
 from pilotage.etl.drop import Drop, DropRefused, drop_date, find_drops, inspect_drop, read_control_fingerprint
 from pilotage.etl.quarantine import gather_rejects, store_rejects
 from pilotage.etl.spec import CONTRACTS, ENVELOPES, FILES, PRESCRIPTIONS
-from pilotage.etl.stage import build_line_maps, stage_chunk, stage_table
-from pilotage.etl.validate import build_typed
+from pilotage.etl.stage import build_line_maps, stage_chunk
+from pilotage.etl.validate import typed_table
 from pilotage.warehouse import Warehouse
 
 CHUNK_BYTES = 768 * 1024 * 1024
@@ -227,12 +227,10 @@ def _load_chunk(con: duckdb.DuckDBPyConnection, drops: list[Drop]) -> tuple[list
             outcomes[seq] = _refuse(con, drops[seq].path, reason, drops[seq])
         gone = [s.file_id for s in staged if s.drop_seq in refused]
         for spec in FILES:
-            con.execute(f"DELETE FROM {stage_table(spec)} WHERE _file_id IN (SELECT unnest(?::INTEGER[]))", [gone])
+            con.execute(f"DELETE FROM {typed_table(spec)} WHERE _file_id IN (SELECT unnest(?::INTEGER[]))", [gone])
         con.execute("DELETE FROM _structural WHERE file_id IN (SELECT unnest(?::INTEGER[]))", [gone])
         con.execute("DELETE FROM _files WHERE file_id IN (SELECT unnest(?::INTEGER[]))", [gone])
     build_line_maps(con)
-    for spec in FILES:
-        build_typed(con, spec)
     kept = [seq for seq in range(len(drops)) if seq not in refused]
     con.execute("BEGIN TRANSACTION")
     try:
@@ -269,7 +267,7 @@ def _file_outcomes(con: duckdb.DuckDBPyConnection, staged) -> dict[int, FileOutc
     read = dict(
         con.sql(
             "SELECT file_id, sum(n)::BIGINT FROM ("
-            + " UNION ALL ".join(f"SELECT _file_id AS file_id, count(*) AS n FROM {stage_table(s)} GROUP BY 1"
+            + " UNION ALL ".join(f"SELECT _file_id AS file_id, count(*) AS n FROM {typed_table(s)} GROUP BY 1"
                                  for s in FILES)
             + " UNION ALL SELECT file_id, count(*) FROM _structural GROUP BY 1) GROUP BY 1"
         ).fetchall()

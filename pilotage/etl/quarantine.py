@@ -1,6 +1,6 @@
 """Gathering the rejected rows of a chunk: which line, which column, which rule.
 
-Three sources: rows breaking a rule of SPEC.md (`typed_*._violations`), rows
+Three sources: rows breaking a rule of SPEC.md (`validate.violations`), rows
 conflicting with a loaded version (`_class_*`), and lines with a wrong number
 of fields (`_structural`). Each lands in `rejects` with the line as written.
 """
@@ -12,7 +12,7 @@ import duckdb
 from pilotage.etl.merge import class_table
 from pilotage.etl.spec import FIELD_COUNT, FILES, PAYMENT_CONFLICT, VERSION_CONFLICT
 from pilotage.etl.stage import ROW_LEVEL_ERRORS, add_raw_lines, with_lines
-from pilotage.etl.validate import typed_table
+from pilotage.etl.validate import violations
 
 
 def gather_rejects(con: duckdb.DuckDBPyConnection) -> None:
@@ -20,9 +20,7 @@ def gather_rejects(con: duckdb.DuckDBPyConnection) -> None:
     parts = []
     for spec in FILES:
         parts.append(
-            f"""SELECT _file_id AS file_id, line, v.column AS "column", v.rule FROM (
-                {with_lines(f"(SELECT _file_id, _row, unnest(_violations) AS v FROM {typed_table(spec)} "
-                            "WHERE len(_violations) > 0)")})"""
+            f"""SELECT _file_id AS file_id, line, "column", rule FROM ({with_lines(f"({violations(spec)})")})"""
         )
         conflict = VERSION_CONFLICT if spec.versioned else PAYMENT_CONFLICT
         parts.append(

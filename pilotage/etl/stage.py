@@ -1,8 +1,9 @@
-"""Reading a chunk of drops into per-file staging tables, as DuckDB parses them.
+"""Reading a chunk of drops, as DuckDB parses them, into typed and checked rows.
 
 All the files of one kind with the same header are read by one `read_csv`
-call (columns as text, nothing guessed), straight into a temporary staging
-table. Inserting preserves the file order, so a row's `rowid` gives its line:
+call (columns as text, nothing guessed), typed and checked on the way
+(validate.py), into a temporary table `typed_<kind>`. Inserting preserves the
+file order, so a row's `rowid` gives its line:
 `rowid - first rowid of its file + 2` (the header is line 1). Files where that
 does not hold (blank lines, or lines DuckDB set aside for a wrong number of
 fields) get an explicit line map built from the file's text.
@@ -19,8 +20,12 @@ from dataclasses import dataclass
 
 import duckdb
 
+import numpy as np
+import pyarrow as pa
+
 from pilotage.etl.drop import Drop, DropFile
 from pilotage.etl.spec import FILES, FileSpec
+from pilotage.etl.validate import create_typed_table, sql_string, typed_select, typed_table
 
 ROW_LEVEL_ERRORS = ("MISSING COLUMNS", "TOO MANY COLUMNS")  # rejected rows; other errors refuse the file
 
@@ -33,16 +38,8 @@ class StagedFile:
     file: DropFile
 
 
-def sql_string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def sql_list(items) -> str:
     return "[" + ", ".join(sql_string(str(i)) for i in items) + "]"
-
-
-def stage_table(spec: FileSpec) -> str:
-    return f"stage_{spec.name}"
 
 
 def stage_chunk(con: duckdb.DuckDBPyConnection, drops: list[Drop]) -> tuple[list[StagedFile], dict[int, str]]:
@@ -69,11 +66,7 @@ def stage_chunk(con: duckdb.DuckDBPyConnection, drops: list[Drop]) -> tuple[list
     )
     unreadable: dict[int, str] = {}
     for spec in FILES:
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {stage_table(spec)} ("
-            + ", ".join(f'"{c}" VARCHAR' for c in spec.column_names)
-            + ", _bad_fields BOOLEAN, _file_id INTEGER)"
-        )
+        create_typed_table(con, spec)
         groups: dict[tuple[str, ...], list[StagedFile]] = defaultdict(list)
         for s in staged:
             if s.file.spec is spec:
@@ -118,13 +111,16 @@ def _select(spec: FileSpec, header: tuple[str, ...], group: list[StagedFile], ex
         f"nullstr={sql_string(_NO_NULL)}{extra_options}"
     )
     bad_fields = " OR ".join([f'"{_EXTRA}" IS NOT NULL'] + [f'"{c}" IS NULL' for c in header])
-    return (
-        f"INSERT INTO {stage_table(spec)} SELECT "
-        + ", ".join(f"nullif(\"{c}\", '')" for c in spec.column_names)
-        + f", {bad_fields}"
-        + f", ({sql_list([s.file_id for s in group])}::INTEGER[])[list_position({sql_list(paths)}, filename)] "
-        + f"FROM read_csv({sql_list(paths)}, {options})"
+    position = f"list_position({sql_list(paths)}, filename)"
+    source = (
+        "(SELECT " + ", ".join(f"nullif(\"{c}\", '') AS \"{c}\"" for c in spec.column_names)
+        + f", {bad_fields} AS _bad_fields"
+        + f", ({sql_list([s.file_id for s in group])}::INTEGER[])[{position}] AS _file_id"
+        + f", ({sql_list([s.drop_seq for s in group])}::INTEGER[])[{position}] AS _drop_seq"
+        + f", ({sql_list([s.drop.date.isoformat() for s in group])}::DATE[])[{position}] AS drop_date"
+        + f" FROM read_csv({sql_list(paths)}, {options}))"
     )
+    return f"INSERT INTO {typed_table(spec)} {typed_select(spec, source)}"
 
 
 def _strict(con: duckdb.DuckDBPyConnection, spec: FileSpec, header: tuple[str, ...], group: list[StagedFile]) -> None:
@@ -170,7 +166,7 @@ def _refusals(con: duckdb.DuckDBPyConnection, staged: list[StagedFile], unreadab
         refused.setdefault(s.drop_seq, f"{s.file.spec.filename}: line {line}: {first}")
     counts = dict(
         con.sql(
-            " UNION ALL ".join(f"SELECT _file_id, count(*) FROM {stage_table(spec)} GROUP BY 1" for spec in FILES)
+            " UNION ALL ".join(f"SELECT _file_id, count(*) FROM {typed_table(spec)} GROUP BY 1" for spec in FILES)
         ).fetchall()
     )
     set_aside = dict(con.sql("SELECT file_id, count(*) FROM _structural GROUP BY 1").fetchall())
@@ -192,7 +188,7 @@ def build_line_maps(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _offsets AS "
         + " UNION ALL ".join(
-            f"SELECT _file_id AS file_id, min(rowid) AS first_row FROM {stage_table(spec)} GROUP BY 1"
+            f"SELECT _file_id AS file_id, min(rowid) AS first_row FROM {typed_table(spec)} GROUP BY 1"
             for spec in FILES
         )
     )
@@ -232,27 +228,39 @@ def with_lines(relation: str) -> str:
 
 
 def add_raw_lines(con: duckdb.DuckDBPyConnection, relation: str, target: str) -> None:
-    """Create `target`: `relation` (with file_id, line) plus the `raw` text of that line."""
-    files = con.sql(
-        f"SELECT DISTINCT f.file_id, f.path FROM _files f JOIN {relation} r USING (file_id) ORDER BY 1"
+    """Create `target`: `relation` (with file_id, line) plus the `raw` text of that line, as written.
+
+    Only files with rejected lines are read again; numpy finds their line
+    ends, and only the rejected lines are cut out.
+    """
+    wanted = con.sql(
+        f"SELECT f.file_id, f.path, list(DISTINCT r.line ORDER BY r.line) FROM _files f "
+        f"JOIN {relation} r USING (file_id) GROUP BY ALL ORDER BY 1"
     ).fetchall()
-    if not files:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {target} AS SELECT *, NULL::VARCHAR AS raw FROM {relation}")
-        return
-    ids = [file_id for file_id, _ in files]
-    paths = [path for _, path in files]
+    ids, lines, raws = [], [], []
+    for file_id, path, numbers in wanted:
+        for line, raw in zip(numbers, _cut_lines(path, numbers)):
+            ids.append(file_id)
+            lines.append(line)
+            raws.append(raw)
+    picked = pa.table({"file_id": pa.array(ids, pa.int32()), "line": pa.array(lines, pa.int32()),
+                       "raw": pa.array(raws, pa.string())})
+    con.register("_picked", picked)
     con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE {target} AS
-        WITH text AS (
-            SELECT ({sql_list(ids)}::INTEGER[])[list_position({sql_list(paths)}, filename)] AS file_id,
-                   string_split(content, chr(10)) AS lines
-            FROM read_text({sql_list(paths)})
-        ), wanted AS (
-            SELECT file_id, list(DISTINCT line) AS wanted FROM {relation} GROUP BY file_id
-        ), picked AS (
-            SELECT file_id, unnest(wanted) AS line,
-                   unnest(list_transform(wanted, lambda i: rtrim(lines[i], chr(13)))) AS raw
-            FROM wanted JOIN text USING (file_id)
-        )
-        SELECT r.*, p.raw FROM {relation} r LEFT JOIN picked p USING (file_id, line)"""
+        f"CREATE OR REPLACE TEMP TABLE {target} AS "
+        f"SELECT r.*, p.raw FROM {relation} r LEFT JOIN _picked p USING (file_id, line)"
     )
+    con.unregister("_picked")
+
+
+def _cut_lines(path: str, numbers: list[int]) -> list[str]:
+    """The text of the given physical lines (1-based) of a file, without their line end."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+    cut = []
+    for number in numbers:
+        start = 0 if number == 1 else int(ends[number - 2]) + 1
+        end = int(ends[number - 1]) if number - 1 < len(ends) else len(data)
+        cut.append(data[start:end].rstrip(b"\r").decode("utf-8", errors="replace"))
+    return cut

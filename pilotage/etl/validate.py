@@ -1,20 +1,30 @@
-"""Typing and checking staged rows: one SQL pass per file kind.
+"""Typing and checking rows as they are read: one SQL pass per file kind.
 
-`typed_<kind>` holds every staged row with its columns cast to their types
-and `_violations`, the list of every rule the row breaks (column and rule
-name). A row is valid when that list is empty. Format rules come from the
-column types; cross-column rules from SPEC.md (see `spec.py`).
+`typed_<kind>` receives every row of the chunk's files straight from DuckDB's
+CSV reader, its columns cast to their types, with `_valid` (the row breaks no
+rule) and, for invalid rows only, `_raw`: the text of each field, from which
+the list of broken rules is worked out afterwards (`violations`). Building
+that list for every row would cost a pass over millions of valid rows for a
+few thousand bad ones.
+
+Format rules come from the column types; cross-column rules from SPEC.md
+(see `spec.py`). A cross-column rule judges only columns that passed their
+format rule, so each bad value is reported once, for what is wrong with it.
 """
 
 from __future__ import annotations
 
-import duckdb
+from functools import cache
 
+import duckdb
 import sqlglot
 from sqlglot import exp
 
 from pilotage.etl.spec import FIELD_COUNT, Column, FileSpec, Rule, format_rules
-from pilotage.etl.stage import sql_string, stage_table
+
+
+def sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def typed_table(spec: FileSpec) -> str:
@@ -23,10 +33,6 @@ def typed_table(spec: FileSpec) -> str:
 
 def _raw(column: Column) -> str:
     return f'"_r_{column.name}"'
-
-
-def _stage(column: Column) -> str:
-    return f's."{column.name}"'
 
 
 def typed_expression(column: Column, raw: str) -> str:
@@ -39,20 +45,22 @@ def typed_expression(column: Column, raw: str) -> str:
             f"CASE WHEN regexp_full_match({raw}, '-?[0-9]{{1,{column.digits}}}{fraction}') "
             f"THEN CAST({raw} AS {column.sql_type}) END"
         )
-    if column.kind == "date":
-        return f"CASE WHEN regexp_full_match({raw}, '[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}') THEN TRY_CAST({raw} AS DATE) END"
+    if column.kind == "date":  # exactly YYYY-MM-DD, and a real day
+        return (f"CASE WHEN length({raw}) = 10 AND regexp_full_match({raw}, '[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}') "
+                f"THEN TRY_CAST({raw} AS DATE) END")
     if column.kind == "month":
         return f"CASE WHEN regexp_full_match({raw}, '[0-9]{{4}}-(0[1-9]|1[0-2])') THEN {raw} END"
     return raw
 
 
-def _violation(column: str, rule: str, condition: str) -> str:
-    return f"CASE WHEN coalesce({condition}, false) THEN {{'column': {sql_string(column)}, 'rule': {sql_string(rule)}}} END"
+def _check(column: str, rule: str, condition: str) -> tuple[str, str, str]:
+    return column, rule, f"coalesce({condition}, false)"
 
 
-def violation_checks(spec: FileSpec) -> list[str]:
-    """One SQL expression per rule: a {column, rule} struct when broken, else NULL."""
-    checks = []
+@cache
+def checks(spec: FileSpec) -> tuple[tuple[str, str, str], ...]:
+    """(column, rule, SQL true when the row breaks it) for every rule of the file kind."""
+    found = []
     for column in spec.columns:
         name = f'"{column.name}"'
         for rule, _ in format_rules(column):
@@ -64,11 +72,11 @@ def violation_checks(spec: FileSpec) -> list[str]:
                 condition = f"length({name}) > {column.max_length}"
             else:
                 condition = f"{_raw(column)} IS NOT NULL AND {name} IS NULL"
-            checks.append(_violation(column.name, rule, condition))
+            found.append(_check(column.name, rule, condition))
     for rule in spec.rules:
         readable = [_format_ok(spec.column(name)) for name in rule_columns(rule, spec)]
-        checks.append(_violation(rule.column, rule.name, " AND ".join([f"({rule.violated})"] + readable)))
-    return checks
+        found.append(_check(rule.column, rule.name, " AND ".join([f"({rule.violated})"] + readable)))
+    return tuple(found)
 
 
 def rule_columns(rule: Rule, spec: FileSpec) -> list[str]:
@@ -82,25 +90,53 @@ def _format_ok(column: Column) -> str:
     """SQL: the column is empty or passed its format rule (so a cross-column rule can judge it)."""
     if column.kind == "code":
         return f'("{column.name}" IS NULL OR "{column.name}" IN ({", ".join(sql_string(c) for c in column.codes)}))'
-    if column.kind in ("text",):
+    if column.kind == "text":
         return "true"
     return f'({_raw(column)} IS NULL OR "{column.name}" IS NOT NULL)'
 
 
-def build_typed(con: duckdb.DuckDBPyConnection, spec: FileSpec) -> None:
-    """Create typed_<kind> from stage_<kind>."""
-    raw_columns = ", ".join(f"{_stage(c)} AS {_raw(c)}" for c in spec.columns)
-    typed_columns = ", ".join(f'{typed_expression(c, _stage(c))} AS "{c.name}"' for c in spec.columns)
+def create_typed_table(con: duckdb.DuckDBPyConnection, spec: FileSpec) -> None:
+    raw = ", ".join(f"{_raw(c)} VARCHAR" for c in spec.columns)
     con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE {typed_table(spec)} AS
-        SELECT _row, _file_id, _drop_seq, drop_date,
-               {", ".join(f'"{c}"' for c in spec.column_names)},
-               CASE WHEN _bad_fields THEN [{{'column': NULL::VARCHAR, 'rule': '{FIELD_COUNT.name}'}}]
-                    ELSE list_filter([{", ".join(violation_checks(spec))}], lambda v: v IS NOT NULL)
-               END AS _violations
-        FROM (
-            SELECT s.rowid AS _row, s._file_id, s._bad_fields, f.drop_seq AS _drop_seq, f.drop_date,
-                   {raw_columns}, {typed_columns}
-            FROM {stage_table(spec)} s JOIN _files f ON f.file_id = s._file_id
-        )"""
+        f"CREATE OR REPLACE TEMP TABLE {typed_table(spec)} ("
+        + ", ".join(f'"{c.name}" {c.sql_type}' for c in spec.columns)
+        + f", _valid BOOLEAN, _raw STRUCT({raw}), _bad_fields BOOLEAN, _file_id INTEGER, _drop_seq INTEGER,"
+          " drop_date DATE)"
     )
+
+
+def typed_select(spec: FileSpec, source: str) -> str:
+    """SELECT typing and checking `source` (text columns named as the spec's, _bad_fields, _file_id,
+    _drop_seq, drop_date) into the typed table's columns, keeping the source's row order."""
+    raw_columns = ", ".join(f'"{c.name}" AS {_raw(c)}' for c in spec.columns)
+    typed_columns = ", ".join(f'{typed_expression(c, _raw(c))} AS "{c.name}"' for c in spec.columns)
+    broken = " OR ".join(condition for _, _, condition in checks(spec))
+    raw_struct = ", ".join(f"{sql_string(_raw(c).strip(chr(34)))}: {_raw(c)}" for c in spec.columns)
+    columns = ", ".join(f'"{c}"' for c in spec.column_names)
+    return f"""
+        SELECT {columns}, _valid, CASE WHEN NOT _valid THEN {{{raw_struct}}} END,
+               _bad_fields, _file_id, _drop_seq, drop_date
+        FROM (
+            SELECT *, NOT (_bad_fields OR {broken}) AS _valid
+            FROM (
+                SELECT *, {typed_columns}
+                FROM (SELECT {raw_columns}, _bad_fields, _file_id, _drop_seq, drop_date FROM {source})
+            )
+        )"""
+
+
+def violations(spec: FileSpec) -> str:
+    """SQL: (_file_id, _row, column, rule) of every rule each invalid row breaks."""
+    columns = ", ".join(f'"{c}"' for c in spec.column_names)
+    listed = ", ".join(
+        f"CASE WHEN {condition} THEN {{'column': {sql_string(column)}, 'rule': {sql_string(rule)}}} END"
+        for column, rule, condition in checks(spec)
+    )
+    return f"""
+        SELECT _file_id, _row, v.column AS "column", v.rule AS rule FROM (
+            SELECT _file_id, _row, unnest(
+                CASE WHEN _bad_fields THEN [{{'column': NULL::VARCHAR, 'rule': '{FIELD_COUNT.name}'}}]
+                     ELSE list_filter([{listed}], lambda v: v IS NOT NULL) END) AS v
+            FROM (SELECT rowid AS _row, _file_id, _bad_fields, {columns}, unnest(_raw)
+                  FROM {typed_table(spec)} WHERE NOT _valid)
+        )"""

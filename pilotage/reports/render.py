@@ -1,0 +1,115 @@
+"""Rendering a declared report to files: HTML and/or Excel, one set per region for per-region reports.
+
+    from pilotage.cubes import Cube
+    from pilotage.reports import render_report
+
+    render_report(Cube("w.duckdb"), "weekly-regional", week="2006-W11", out_dir="out")
+    # -> out/hebdo_region-11_2006-W11.html, out/hebdo_region-11_2006-W11.xlsx, ...
+
+All the report's queries run once, before any file is written (see data.py),
+on one connection to the warehouse.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Callable, Iterable
+
+from pilotage.cubes import Cube
+from pilotage.cubes.model import members
+from pilotage.reports.data import fetch
+from pilotage.reports.declarations import GEOGRAPHIES, Report, ReportError, get_report
+from pilotage.reports.formats import format_date, format_week
+from pilotage.reports.periods import report_end, week_label, year_elapsed
+from pilotage.reports.views import build_view
+
+FORMATS = ("html", "xlsx")
+
+
+def report_regions(report: Report, region: str | Iterable[str] | None = None,
+                   geography: str = "2005") -> tuple[str, ...] | None:
+    """The region codes a per-region report is rendered for (all by default); None for a national report."""
+    if geography not in GEOGRAPHIES:
+        raise ReportError(f"geography {geography!r} is not one of {', '.join(GEOGRAPHIES)}")
+    codes = (region,) if isinstance(region, str) else tuple(region or ())
+    if report.per != "region":
+        if codes:
+            raise ReportError(f"report {report.name!r} is national: it takes no region")
+        return None
+    valid = [code for code, _ in members(GEOGRAPHIES[geography])]
+    unknown = [c for c in codes if c not in valid]
+    if unknown:
+        raise ReportError(f"unknown {GEOGRAPHIES[geography]} code(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+    return tuple(dict.fromkeys(codes)) if codes else tuple(valid)
+
+
+def file_stem(report: Report, end: date, region: str | None, geography: str, week: str | None) -> str:
+    """quotidien_2006-03-14, hebdo_region-25_2006-W11, hebdo_region2016-28_2006-W11."""
+    parts = [report.file_name]
+    if region is not None:
+        parts.append(f"region-{region}" if geography == "2005" else f"region{geography}-{region}")
+    parts.append(week_label(end) if week or report.per == "region" else end.isoformat())
+    return "_".join(parts)
+
+
+def period_text(end: date) -> str:
+    monday = end - timedelta(days=end.weekday())
+    return f"{format_week(week_label(end), with_year=True).capitalize()}, du {format_date(monday)} au {format_date(end)}"
+
+
+def render_report(cube: Cube, name: str, as_of: date | str | None = None, known_at: date | str | None = None,
+                  formats: Iterable[str] = FORMATS, out_dir: str | os.PathLike = ".",
+                  region: str | Iterable[str] | None = None, geography: str = "2005", week: str | None = None,
+                  progress: Callable[[int], None] | None = None, *,
+                  definitions: list[str | os.PathLike] | None = None,
+                  templates: list[str | os.PathLike] | None = None,
+                  generated_at: datetime | None = None) -> list[Path]:
+    """Write the report's files into out_dir and return their paths.
+
+    as_of: the day the report shows (default: the newest drop loaded, as
+    known at known_at); week: an ISO week YYYY-Www instead, shown up to its
+    Sunday (at most the data date); region: the code(s) of a per-region
+    report (default: every region of the geography); progress is called with
+    1 after each region's files (for a progress bar over report_regions()).
+    """
+    formats = tuple(dict.fromkeys(formats))
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise ReportError(f"unknown format(s) {', '.join(bad) or '(none)'}; valid: {', '.join(FORMATS)}")
+    report = get_report(name, definitions, cube.catalog)
+    regions = report_regions(report, region, geography)
+    known = _date(known_at, "known_at")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with cube.reading():
+        data_date = cube.as_of(known)
+        end = report_end(data_date, _date(as_of, "as_of"), week)
+        answers = fetch(cube, report, end, known, geography, regions)
+    generated_at = generated_at or datetime.now().replace(microsecond=0)
+    from pilotage.reports.excel import write_workbook
+    from pilotage.reports.html import write_html
+
+    paths: list[Path] = []
+    for code, region_answers in answers.items():
+        view = build_view(report, cube.catalog, region_answers, geography=geography, end=end, as_of=data_date,
+                          known_at=known, year_elapsed=year_elapsed(end), generated_at=generated_at,
+                          period_text=period_text(end))
+        stem = file_stem(report, end, code, geography, week)
+        if "html" in formats:
+            paths.append(write_html(view, out / f"{stem}.html", templates))
+        if "xlsx" in formats:
+            paths.append(write_workbook(view, out / f"{stem}.xlsx"))
+        if progress:
+            progress(1)
+    return paths
+
+
+def _date(value, name: str) -> date | None:
+    if value is None or isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        raise ReportError(f"{name} {value!r} is not a date YYYY-MM-DD") from None
