@@ -120,8 +120,8 @@ def merge_versioned(con: duckdb.DuckDBPyConnection, spec: FileSpec) -> None:
                c.version AS _current_version
         FROM {typed_table(spec)} t
         LEFT JOIN _kv k ON {_keys_equal(spec, 't', 'k')}
-        LEFT JOIN {history} h ON {_keys_equal(spec, 't', 'h')}
-        LEFT JOIN {current} c ON {_keys_equal(spec, 't', 'c', with_version=False)}
+        LEFT JOIN ({_touched(spec, history)}) h ON {_keys_equal(spec, 't', 'h')}
+        LEFT JOIN ({_touched(spec, current)}) c ON {_keys_equal(spec, 't', 'c', with_version=False)}
         LEFT JOIN _earlier e ON {_keys_equal(spec, 't', 'e', False)} AND e._drop_seq = t._drop_seq
         LEFT JOIN _firsts f ON {_keys_equal(spec, 't', 'f')}
         WHERE t._valid"""
@@ -139,6 +139,15 @@ def merge_versioned(con: duckdb.DuckDBPyConnection, spec: FileSpec) -> None:
         WHERE _class = 'new' GROUP BY {keys}
         HAVING max(version) > coalesce(max(_current_version), 0)"""
     )
+    if spec is CONTRACTS:  # payments carry these: note which contracts they must follow
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE _moved AS
+            SELECT n.contract_id, n.department, n.measure, n.status = 'CANCELLED' AS cancelled
+            FROM _class_contracts n JOIN _changed_contracts x USING (contract_id, version)
+            JOIN contracts c USING (contract_id)
+            WHERE n._class = 'new' AND (c.department <> n.department OR c.measure <> n.measure
+                                        OR (c.status = 'CANCELLED') <> (n.status = 'CANCELLED'))"""
+        )
     con.execute(f"DELETE FROM {current} c USING _changed_{spec.name} x WHERE {_keys_equal(spec, 'c', 'x', False)}")
     con.execute(
         f"INSERT INTO {current} SELECT {', '.join(f'n.{chr(34)}{c}{chr(34)}' for c in spec.column_names)}"
@@ -146,6 +155,13 @@ def merge_versioned(con: duckdb.DuckDBPyConnection, spec: FileSpec) -> None:
         f"FROM {class_table(spec)} n JOIN _changed_{spec.name} x ON {_keys_equal(spec, 'n', 'x')} "
         "WHERE n._class = 'new'"
     )
+
+
+def _touched(spec: FileSpec, table: str) -> str:
+    """The rows of a (large) warehouse table whose key is in the chunk: a semi-join that
+    scans the table once instead of building a hash table of all of it."""
+    keys = _quoted(spec.key)
+    return f"SELECT * FROM {table} WHERE ({keys}) IN (SELECT {keys} FROM {typed_table(spec)} WHERE _valid)"
 
 
 def _remember_earliest_drop(con: duckdb.DuckDBPyConnection, spec: FileSpec, *tables: str) -> None:
@@ -164,14 +180,16 @@ def _remember_earliest_drop(con: duckdb.DuckDBPyConnection, spec: FileSpec, *tab
 
 
 def update_payment_keys(con: duckdb.DuckDBPyConnection) -> None:
-    """Keep the department, measure and cancellation stored on payments in step with their contract."""
+    """Keep the department, measure and cancellation stored on payments in step with their contract.
+
+    Only contracts whose new version moved (another department or measure, or
+    cancelled) are looked for: usually none, and the payments are not scanned.
+    """
+    if not con.sql("SELECT count(*) FROM _moved").fetchall()[0][0]:
+        return
     con.execute(
-        """UPDATE payments p SET department = c.department, measure = c.measure,
-                                 contract_cancelled = (c.status = 'CANCELLED')
-        FROM contracts c JOIN _changed_contracts x USING (contract_id)
-        WHERE p.contract_id = c.contract_id
-          AND (p.department <> c.department OR p.measure <> c.measure
-               OR p.contract_cancelled <> (c.status = 'CANCELLED'))"""
+        """UPDATE payments p SET department = m.department, measure = m.measure, contract_cancelled = m.cancelled
+        FROM _moved m WHERE p.contract_id = m.contract_id"""
     )
 
 
@@ -202,7 +220,7 @@ def merge_payments(con: duckdb.DuckDBPyConnection) -> None:
         FROM {typed_table(spec)} t
         LEFT JOIN _kv k ON k.payment_id = t.payment_id
         LEFT JOIN (
-            SELECT {_PAYMENT_FIELDS}, drop_date FROM payments
+            SELECT {_PAYMENT_FIELDS}, drop_date FROM ({_touched(spec, 'payments')})
             UNION ALL SELECT {_PAYMENT_FIELDS}, drop_date FROM held_payments
         ) e ON e.payment_id = t.payment_id
         LEFT JOIN _firsts f ON f.payment_id = t.payment_id
