@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from pilotage.etl.loader import DropOutcome, LoadResult, load_drops
+from pilotage.warehouse import Warehouse
+
 CONTRACT_HEADER = (
     "contract_id;version;measure;department;employer_id;employer_type;prescriber_id;prescription_id;"
     "beneficiary_sex;beneficiary_birth_year;beneficiary_category;signed_date;start_date;planned_end_date;"
@@ -74,3 +77,27 @@ def write_drop(root: Path, day: str, files: dict[str, list[str] | bytes | str] |
     if control:
         (folder / "control.csv").write_text("file;rows;sha256\n" + "\n".join(rows) + "\n")
     return folder
+
+
+def warehouse(path: Path) -> Warehouse:
+    """The warehouse file `path`, or `path/wh.duckdb` for a folder."""
+    return Warehouse(path if path.suffix == ".duckdb" else path / "wh.duckdb")
+
+
+def load(path: Path, *drops: Path) -> LoadResult:
+    return load_drops(warehouse(path), list(drops))
+
+
+def load_one(path: Path, drop: Path) -> DropOutcome:
+    result = load(path, drop)
+    assert [d.outcome for d in result.drops] == ["loaded"], result.drops
+    return result.drops[0]
+
+
+def query(path: Path, sql: str) -> list[tuple]:
+    with warehouse(path).connect() as con:
+        return con.sql(sql).fetchall()
+
+
+def rejects(path: Path) -> list[tuple]:
+    return query(path, 'SELECT file, line, "column", rule, raw FROM rejects ORDER BY file, line, rule')

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from dropkit import HEADERS, contract, envelope, payment, prescription, write_drop
+from dropkit import (HEADERS, contract, envelope, load, load_one, payment, prescription, query, rejects, warehouse,
+                     write_drop)
 from pilotage.etl.loader import DropOutcome, LoadResult, load_drops
 from pilotage.warehouse import Warehouse
 
@@ -31,23 +32,12 @@ def cli_main():
     return main
 
 
-def load(wh_path: Path, *drops: Path) -> LoadResult:
-    return load_drops(Warehouse(wh_path), list(drops))
 
 
-def load_one(wh_path: Path, drop: Path) -> DropOutcome:
-    result = load(wh_path, drop)
-    assert [d.outcome for d in result.drops] == ["loaded"], result.drops
-    return result.drops[0]
 
 
-def query(wh_path: Path, sql: str) -> list[tuple]:
-    with Warehouse(wh_path).connect() as con:
-        return con.sql(sql).fetchall()
 
 
-def rejects(wh_path: Path) -> list[tuple]:
-    return query(wh_path, 'SELECT file, line, "column", rule, raw FROM rejects ORDER BY file, line, rule')
 
 
 def state(wh_path: Path) -> dict[str, list[tuple]]:

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from dropkit import HEADERS, contract, envelope, payment, prescription, write_drop
+from dropkit import (HEADERS, contract, envelope, load, load_one, payment, prescription, query, rejects, warehouse,
+                     write_drop)
 from pilotage.etl.loader import DropOutcome, LoadResult, load_drops
 from pilotage.warehouse import Warehouse
 
@@ -29,27 +30,14 @@ def cli_main():
     return main
 
 
-def warehouse(tmp_path: Path) -> Warehouse:
-    return Warehouse(tmp_path / "wh.duckdb")
 
 
-def load(tmp_path: Path, *drops: Path) -> LoadResult:
-    return load_drops(warehouse(tmp_path), list(drops))
 
 
-def load_one(tmp_path: Path, drop: Path) -> DropOutcome:
-    result = load(tmp_path, drop)
-    assert [d.outcome for d in result.drops] == ["loaded"], result.drops
-    return result.drops[0]
 
 
-def query(tmp_path: Path, sql: str) -> list[tuple]:
-    with warehouse(tmp_path).connect() as con:
-        return con.sql(sql).fetchall()
 
 
-def rejects(tmp_path: Path) -> list[tuple]:
-    return query(tmp_path, 'SELECT file, line, "column", rule, raw FROM rejects ORDER BY file, line, rule')
 
 
 def counts(outcome: DropOutcome) -> dict[str, tuple[int, int, int, int, int, int]]:

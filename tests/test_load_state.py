@@ -191,6 +191,8 @@ while time.monotonic() < end:
     if len(seen) == 1 and not started:
         started = True
         print("reading", flush=True)
+    if any(state[2] == int(sys.argv[3]) for state in seen):
+        break  # the last state is there
 print(sorted(seen))
 """
 
@@ -205,7 +207,7 @@ def test_readers_in_another_process_see_whole_states_during_a_load(tmp_path, in_
         for k in range(4)]
     path = tmp_path / "w.duckdb"
     load_drops(Warehouse(path), [first])
-    reader = subprocess.Popen([sys.executable, "-c", READER, str(path), "8"], stdout=subprocess.PIPE, text=True)
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(path), "60", "5"], stdout=subprocess.PIPE, text=True)
     assert reader.stdout.readline().strip() == "reading"
     for day in days:  # four publications while the reader reads
         load_drops(Warehouse(path), [day], in_place=in_place)
