@@ -143,13 +143,18 @@ def validate(request: Request, catalog: Catalog) -> None:
                 )
 
 
-def _closure(catalog: Catalog, names) -> list[str]:
-    """The indicators asked and all they are computed from, dependencies first."""
+def _closure(catalog: Catalog, names, through_to_date: bool = True) -> list[str]:
+    """The indicators asked and all they are computed from, dependencies first.
+
+    A year-to-date value is computed from the base flow's rows, not from the
+    flow's own answer: without `through_to_date` the flow is not listed for it.
+    """
     ordered: list[str] = []
 
     def visit(name: str) -> None:
-        for dependency in catalog[name].depends_on:
-            visit(dependency)
+        if through_to_date or catalog[name].kind != "to_date":
+            for dependency in catalog[name].depends_on:
+                visit(dependency)
         if name not in ordered:
             ordered.append(name)
 
@@ -167,7 +172,7 @@ def compile_request(request: Request, catalog: Catalog) -> Compiled:
         plan.param("known_at", request.known_at)
     _periods(plan)
     _grid(plan)
-    needed = _closure(catalog, request.indicators)
+    needed = _closure(catalog, request.indicators, through_to_date=False)
     facts = sorted({catalog.fact_of(n) for n in needed if catalog[n].kind != "ratio"})
     if request.known_at and ({"contracts", "payments"} & set(facts)):
         plan.ctes.append(("contracts_known", _known(plan, "contract_versions", ("contract_id",))))
@@ -357,51 +362,107 @@ def _fact_source(plan: _Plan, fact: str) -> exp.Expression:
     return _table("payments")
 
 
-def _dimension_sql(fact: str, dim: str) -> str:
-    if fact == "envelopes":
-        return {"region_2005": "f.region_code", "region_2016": "r.region_2016_code", "measure": "f.measure",
-                "sector": "ms.sector_code"}[dim]
-    if dim in ("department", "measure"):
-        return f"f.{dim}"
-    if dim in ("region_2005", "region_2016"):
-        return f"g.{dim}_code"
-    if dim == "sector":
-        return "ms.sector_code"
+def _base_key(fact: str, dim: str) -> tuple[str, str]:
+    """(name, SQL over the fact's rows) of the column a dimension is derived from.
+
+    Groups aggregate by these raw keys first and map them to the dimension
+    asked afterwards (department -> region, measure -> sector, day -> week):
+    the joins then run on a few aggregated rows, not on every fact row.
+    """
+    if dim in ("department", "region_2005", "region_2016"):
+        return ("region_code", "f.region_code") if fact == "envelopes" else ("department", "f.department")
+    if dim in ("measure", "sector"):
+        return "measure", "f.measure"
     source = "f" if fact == "contracts" else "c"
     if dim == "age_band":
         age = f"(EXTRACT(YEAR FROM {source}.start_date) - {source}.beneficiary_birth_year)"
         whens = " ".join(f"WHEN {age} <= {high} THEN '{code}'" for code, _, _, high in AGE_BANDS)
-        return f"CASE {whens} END"
-    return f"{source}.{dim}"
+        return "age_band", f"CASE {whens} END"
+    return dim, f"{source}.{dim}"
+
+
+def _base_keys(plan: _Plan, fact: str) -> list[str]:
+    return list(dict.fromkeys(_base_key(fact, d)[0] for d in plan.request.members_by))
+
+
+def _mapping(fact: str, dims: tuple[str, ...], alias: str = "p") -> tuple[list[str], list[tuple[str, str]]]:
+    """SQL of each dimension over aggregated rows `alias` (with the raw keys), and the joins it needs."""
+    exprs, joins = [], {}
+    for dim in dims:
+        if dim == "department":
+            exprs.append(f"{alias}.department")
+        elif dim == "region_2005" and fact == "envelopes":
+            exprs.append(f"{alias}.region_code")
+        elif dim == "region_2016" and fact == "envelopes":
+            joins["r"] = ("(SELECT DISTINCT region_2005_code, region_2016_code FROM dim_department) AS r",
+                          f"r.region_2005_code = {alias}.region_code")
+            exprs.append("r.region_2016_code")
+        elif dim in ("region_2005", "region_2016"):
+            joins["g"] = ("dim_department AS g", f"g.department_code = {alias}.department")
+            exprs.append(f"g.{dim}_code")
+        elif dim == "sector":
+            joins["ms"] = ("dim_measure AS ms", f"ms.measure_code = {alias}.measure")
+            exprs.append("ms.sector_code")
+        else:
+            exprs.append(f"{alias}.{dim}")
+    return exprs, list(joins.values())
+
+
+def _mapped(plan: _Plan, fact: str, inner: exp.Select, extra: list[str], sums: list[tuple[str, str]],
+            period: str | None = None, period_join: tuple[str, str] | None = None) -> exp.Select:
+    """SELECT the dimensions asked (+ `extra` columns of `inner`), summing `sums` (alias, type) over
+    the raw-key aggregates of `inner` (aliased p)."""
+    dims = plan.request.members_by
+    exprs, joins = _mapping(fact, dims)
+    keys = [f"{e} AS {d}" for e, d in zip(exprs, dims)]
+    columns = keys + ([f"{period} AS period"] if period else []) + [f"p.{c} AS {c}" for c in extra]
+    totals = [f"CAST(sum(p.{a}) AS {t}) AS {a}" if t else f"sum(p.{a}) AS {a}" for a, t in sums]
+    select = exp.select(*columns, *totals, copy=False) \
+        .from_(inner.subquery("p", copy=False), copy=False)
+    for table, on in joins + ([period_join] if period_join else []):
+        select = select.join(table, on=on, copy=False)
+    group = exprs + ([period] if period else []) + [f"p.{c}" for c in extra]
+    if group:
+        select = select.group_by(*group, copy=False)
+    return select
+
+
+def _filter_on(plan: _Plan, fact: str, dim: str, placeholders: list) -> exp.Expression:
+    """A filter on a dimension as a condition on the fact's raw key (small semi-joins for hierarchies)."""
+    name, sql = _base_key(fact, dim)
+    if dim in ("region_2005", "region_2016") and fact != "envelopes":
+        inner = exp.select("department_code", copy=False).from_("dim_department", copy=False).where(
+            exp.column(f"{dim}_code").isin(*placeholders, copy=False), copy=False)
+        return exp.condition(sql).isin(query=inner, copy=False)
+    if dim == "region_2016":  # envelopes, held by 2005 region
+        inner = exp.select("region_2005_code", copy=False).from_("dim_department", copy=False).where(
+            exp.column("region_2016_code").isin(*placeholders, copy=False), copy=False)
+        return exp.condition(sql).isin(query=inner, copy=False)
+    if dim == "sector":
+        inner = exp.select("measure_code", copy=False).from_("dim_measure", copy=False).where(
+            exp.column("sector_code").isin(*placeholders, copy=False), copy=False)
+        return exp.condition(sql).isin(query=inner, copy=False)
+    return exp.condition(sql).isin(*placeholders, copy=False)
 
 
 def _fact(plan: _Plan, fact: str) -> exp.Select:
-    """f_<fact>: the fact's rows with the dimensions asked, filtered and scoped."""
+    """f_<fact>: the fact's rows, filtered and scoped, with the raw keys of the dimensions asked."""
     request = plan.request
     dims = set(request.members_by) | {d for d, _ in request.where}
     scope = request.scope if request.scope and not request.scope.is_national else None
-    if scope:
-        dims.add(scope.level)
-    used = sorted(plan.used_columns.get(fact, set()) - set(request.members_by))
-    select = exp.select(*[f"f.{c}" for c in used], copy=False).from_(_fact_source(plan, fact), copy=False)
-    select = select.select(*[f"{_dimension_sql(fact, d)} AS {d}" for d in request.members_by], copy=False)
-    if fact == "envelopes":
-        if dims & {"region_2016"}:
-            regions = exp.select("region_2005_code", "region_2016_code", copy=False).distinct(copy=False).from_("dim_department", copy=False)
-            select = select.join(regions.subquery("r", copy=False), on="r.region_2005_code = f.region_code", copy=False)
-    elif dims & {"region_2005", "region_2016"}:
-        select = select.join("dim_department AS g", on="g.department_code = f.department", copy=False)
-    if "sector" in dims:
-        select = select.join("dim_measure AS ms", on="ms.measure_code = f.measure", copy=False)
-    if fact == "payments" and dims & set(CONTRACT_ATTRIBUTES):
+    keys = {name: sql for name, sql in (_base_key(fact, d) for d in request.members_by)}
+    used = sorted(plan.used_columns.get(fact, set()) - set(keys))
+    select = exp.select(*[f"f.{c}" for c in used], *[f"{sql} AS {name}" for name, sql in keys.items()],
+                        copy=False).from_(_fact_source(plan, fact), copy=False)
+    if fact == "payments" and (dims | ({scope.level} if scope else set())) & set(CONTRACT_ATTRIBUTES):
         contracts = "contracts_known" if request.known_at else "contracts"
         select = select.join(f"{contracts} AS c", on="c.contract_id = f.contract_id", copy=False)
     if _STATUS[fact]:
         select = select.where(_STATUS[fact], copy=False)
     for dim, codes in request.where:
-        select = select.where(exp.condition(_dimension_sql(fact, dim)).isin(*_placeholders(plan, dim, codes), copy=False), copy=False)
+        select = select.where(_filter_on(plan, fact, dim, _placeholders(plan, dim, codes)), copy=False)
     if scope:
-        select = select.where(exp.condition(_dimension_sql(fact, scope.level)).isin(*_scope_placeholders(plan, scope), copy=False), copy=False)
+        select = select.where(_filter_on(plan, fact, scope.level, _scope_placeholders(plan, scope)), copy=False)
     return select
 
 
@@ -438,19 +499,22 @@ def _flows(plan: _Plan, needed: list[str]) -> None:
     time = plan.request.time
     for number, ((fact, date_column), aggregates) in enumerate(sorted(groups.items())):
         cte = f"flow_{number}"
-        keys = _group_keys(plan)
-        explicit = plan.request.periods is not None
-        period = "p.period" if explicit else PERIOD_LABEL[time] if time else "'all'"
-        select = exp.select(*[f"f.{k}" for k in keys], f"{period} AS period",
-                            *[f"{sql} AS {alias}" for alias, sql in aggregates], copy=False).from_(f"f_{fact} AS f", copy=False)
-        if explicit:  # periods of a comparison: placed by range
-            select = select.join("periods AS p", on=f"f.{date_column} BETWEEN p.first_day AND p.last_day", copy=False)
+        base = [f"f.{k}" for k in _base_keys(plan, fact)]
+        if plan.request.periods is not None:  # periods of a comparison: placed by range
+            period, join = "per.period", ("periods AS per", "p.day BETWEEN per.first_day AND per.last_day")
         elif time:
-            select = select.join("dim_calendar AS cal", on=f"cal.day = f.{date_column}", copy=False)
-        select = select.where(exp.column(date_column, "f").between(exp.Placeholder(this="start"),
-                                                                   exp.Placeholder(this="end"), copy=False), copy=False)
-        select = select.group_by(*[f"f.{k}" for k in keys], period, copy=False)
-        plan.ctes.append((cte, select))
+            period, join = PERIOD_LABEL[time], ("dim_calendar AS cal", "cal.day = p.day")
+        else:
+            period, join = "'all'", None
+        by_day = [f"f.{date_column}"] if join else []
+        inner = (exp.select(*base, *[f"{d} AS day" for d in by_day], *[f"{sql} AS {alias}" for alias, sql in aggregates],
+                            copy=False).from_(f"f_{fact} AS f", copy=False)
+                 .where(exp.column(date_column, "f").between(exp.Placeholder(this="start"),
+                                                             exp.Placeholder(this="end"), copy=False), copy=False))
+        if base or by_day:
+            inner = inner.group_by(*base, *by_day, copy=False)
+        sums = [(alias, "BIGINT" if sql.startswith("count") else None) for alias, sql in aggregates]
+        plan.ctes.append((cte, _mapped(plan, fact, inner, [], sums, period, join)))
         _join_group(plan, cte)
         for alias, _ in aggregates:
             if alias.endswith("__sum"):
@@ -472,36 +536,39 @@ def _aggregate(ind: Indicator, value: str | None = None) -> str:
     return f"sum(CASE WHEN {condition} THEN {value} END)" if condition else f"sum({value})"
 
 
-def _running(plan: _Plan, cte: str, events: exp.Expression, value_columns: list[str], by_year: bool,
+def _running(plan: _Plan, cte: str, fact: str, events: exp.Expression, value_columns: list[str], by_year: bool,
              cast: str = "BIGINT") -> None:
     """Sample a running sum of day events at each grid row's last day.
 
-    `events` has the group keys, `day` and the value columns. Each grid row
-    becomes a marker at its last day, ordered after that day's events; a
-    window sum over (keys[, year of day]) ordered by day gives each marker
-    the total of the events up to its last day.
+    `events` has the fact's raw keys, `day` and the value columns. They are
+    summed by day, mapped to the dimensions asked; each grid row becomes a
+    marker at its last day, ordered after that day's events; a window sum
+    over (dimensions[, year of day]) ordered by day gives each marker the
+    total of the events up to its last day.
     """
     keys = _group_keys(plan)
+    base = _base_keys(plan, fact)
     partition = keys + (["EXTRACT(YEAR FROM day)"] if by_year else [])
-    daily = (exp.select(*keys, "day", *[f"sum({v}) AS {v}" for v in value_columns], copy=False)
-             .from_(events.subquery("e", copy=False), copy=False).group_by(*keys, "day", copy=False))
+    daily = (exp.select(*base, "day", *[f"sum({v}) AS {v}" for v in value_columns], copy=False)
+             .from_(events.subquery("e", copy=False), copy=False).group_by(*base, "day", copy=False))
+    mapped = _mapped(plan, fact, daily, ["day"], [(v, None) for v in value_columns])
     markers = exp.select(*keys, "period", "last_day AS day", *[f"0 AS {v}" for v in value_columns],
                          "1 AS is_marker", copy=False).from_("grid", copy=False)
     unioned = exp.union(
         exp.select(*keys, "CAST(NULL AS VARCHAR) AS period", "day", *value_columns, "0 AS is_marker", copy=False)
-        .from_(daily.subquery("d", copy=False), copy=False),
+        .from_(mapped.subquery("d", copy=False), copy=False),
         markers,
         distinct=False,
-    copy=False)
+        copy=False)
     window = ", ".join(partition)
     order = "day, is_marker"
     running = exp.select(
         *keys, "period", "is_marker",
         *[f"CAST(sum({v}) OVER ({'PARTITION BY ' + window if window else ''} ORDER BY {order} "
           f"ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS {cast}) AS {v}" for v in value_columns],
-    copy=False).from_(unioned.subquery("u", copy=False), copy=False)
-    plan.ctes.append((cte, exp.select(*keys, "period", *value_columns, copy=False).from_(running.subquery("w", copy=False), copy=False)
-                      .where("is_marker = 1", copy=False)))
+        copy=False).from_(unioned.subquery("u", copy=False), copy=False)
+    plan.ctes.append((cte, exp.select(*keys, "period", *value_columns, copy=False)
+                      .from_(running.subquery("w", copy=False), copy=False).where("is_marker = 1", copy=False)))
     _join_group(plan, cte)
 
 
@@ -510,12 +577,12 @@ def _stocks(plan: _Plan, needed: list[str]) -> None:
     catalog = plan.catalog
     for number, name in enumerate(n for n in needed if catalog[n].kind == "stock"):
         ind = catalog[name]
-        keys = [f"f.{k}" for k in _group_keys(plan)]
+        keys = [f"f.{k}" for k in _base_keys(plan, ind.fact)]
         condition = _filter_sql(ind)
         cte = f"stock_{number}"
         if _single_period(plan):  # one day to look at: a plain count
             in_force = (f"f.{ind.start} <= $end AND f.{ind.end} > $end" + (f" AND ({condition})" if condition else ""))
-            _single(plan, cte, name, f"f_{ind.fact}", in_force, "count(*)")
+            _single(plan, cte, name, ind.fact, in_force, "count(*)", "BIGINT")
             plan.columns[name] = f"coalesce({cte}.{name}, 0)"
             continue
         base = exp.select(*keys, f"f.{ind.start} AS day", f"1 AS {name}", copy=False).from_(f"f_{ind.fact} AS f", copy=False) \
@@ -524,7 +591,7 @@ def _stocks(plan: _Plan, needed: list[str]) -> None:
             .where(_lte(exp.column(ind.end, "f"), exp.Placeholder(this="end")), copy=False)
         if condition:
             base, ends = base.where(condition, copy=False), ends.where(condition, copy=False)
-        _running(plan, cte, exp.union(base, ends, distinct=False, copy=False), [name], by_year=False)
+        _running(plan, cte, ind.fact, exp.union(base, ends, distinct=False, copy=False), [name], by_year=False)
         plan.columns[name] = f"coalesce({cte}.{name}, 0)"
 
 
@@ -533,15 +600,16 @@ def _to_date(plan: _Plan, needed: list[str]) -> None:
     catalog = plan.catalog
     for number, name in enumerate(n for n in needed if catalog[n].kind == "to_date"):
         base = catalog[catalog[name].of]
-        keys = [f"f.{k}" for k in _group_keys(plan)]
+        keys = [f"f.{k}" for k in _base_keys(plan, base.fact)]
         value = "1" if base.aggregate == "count" else f"f.{base.of}"
         condition = _filter_sql(base)
         cte = f"ytd_{number}"
         if _single_period(plan):  # one last day: a plain sum from January 1
             plan.param("year_start", date(plan.request.end.year, 1, 1))
             in_year = f"f.{base.date} BETWEEN $year_start AND $end" + (f" AND ({condition})" if condition else "")
-            _single(plan, cte, name, f"f_{base.fact}", in_year,
-                    "count(*)" if base.aggregate == "count" else f"sum(f.{base.of})")
+            _single(plan, cte, name, base.fact, in_year,
+                    "count(*)" if base.aggregate == "count" else f"sum(f.{base.of})",
+                    "BIGINT" if base.aggregate == "count" else None)
             plan.columns[name] = f"coalesce({cte}.{name}, 0)"
             continue
         events = (
@@ -551,7 +619,7 @@ def _to_date(plan: _Plan, needed: list[str]) -> None:
         )
         if condition:
             events = events.where(condition, copy=False)
-        _running(plan, cte, events, [name], by_year=True,
+        _running(plan, cte, base.fact, events, [name], by_year=True,
                  cast="BIGINT" if base.aggregate == "count" else "DECIMAL(38, 2)")
         plan.columns[name] = f"coalesce({cte}.{name}, 0)"
 
@@ -561,14 +629,14 @@ def _single_period(plan: _Plan) -> bool:
     return plan.request.time is None and (plan.request.periods is None or len(plan.request.periods) == 1)
 
 
-def _single(plan: _Plan, cte: str, name: str, fact_cte: str, condition: str, aggregate: str) -> None:
+def _single(plan: _Plan, cte: str, name: str, fact: str, condition: str, aggregate: str, cast: str | None) -> None:
     """A one-period group: an aggregate of the fact rows meeting `condition`, by the members asked."""
-    keys = [f"f.{k}" for k in _group_keys(plan)]
-    select = (exp.select(*keys, "'all' AS period", f"{aggregate} AS {name}", copy=False)
-              .from_(f"{fact_cte} AS f", copy=False).where(condition, copy=False))
-    if keys:
-        select = select.group_by(*keys, copy=False)
-    plan.ctes.append((cte, select))
+    base = [f"f.{k}" for k in _base_keys(plan, fact)]
+    inner = (exp.select(*base, f"{aggregate} AS {name}", copy=False)
+             .from_(f"f_{fact} AS f", copy=False).where(condition, copy=False))
+    if base:
+        inner = inner.group_by(*base, copy=False)
+    plan.ctes.append((cte, _mapped(plan, fact, inner, [], [(name, cast)], "'all'")))
     _join_group(plan, cte)
 
 
@@ -578,14 +646,12 @@ def _fixed(plan: _Plan, needed: list[str]) -> None:
     fixed = [n for n in needed if catalog[n].kind == "fixed"]
     if not fixed:
         return
-    keys = _group_keys(plan)
-    select = (
-        exp.select(*[f"f.{k}" for k in keys], "p.period", *[f"CAST(sum(f.{catalog[n].of}) AS {_sum_type(catalog[n])}) AS {n}" for n in fixed], copy=False)
-        .from_("f_envelopes AS f", copy=False)
-        .join("periods AS p", on="f.year = EXTRACT(YEAR FROM p.last_day)", copy=False)
-        .group_by(*[f"f.{k}" for k in keys], "p.period", copy=False)
-    )
-    plan.ctes.append(("fixed_0", select))
+    base = [f"f.{k}" for k in _base_keys(plan, "envelopes")]
+    inner = (exp.select(*base, "f.year", *[f"sum(f.{catalog[n].of}) AS {n}" for n in fixed], copy=False)
+             .from_("f_envelopes AS f", copy=False).group_by(*base, "f.year", copy=False))
+    sums = [(n, _sum_type(catalog[n])) for n in fixed]
+    plan.ctes.append(("fixed_0", _mapped(plan, "envelopes", inner, [], sums, "per.period",
+                                         ("periods AS per", "p.year = EXTRACT(YEAR FROM per.last_day)"))))
     _join_group(plan, "fixed_0")
     for name in fixed:
         plan.columns[name] = f"fixed_0.{name}"

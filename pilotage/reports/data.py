@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 
-from pilotage.cubes import Cube
+from pilotage.cubes import Cube, Scope
 from pilotage.cubes.model import members
 from pilotage.reports.declarations import GEOGRAPHIES, Chart, Gauges, Report, Table, Tiles
 from pilotage.reports.periods import period_range
@@ -55,10 +55,11 @@ def needed_queries(report: Report) -> list[QueryKey]:
 
 
 def fetch(cube: Cube, report: Report, end: date, known_at: date | None = None, geography: str = "2005",
-          regions: tuple[str, ...] | None = None) -> dict[str | None, Answers]:
+          regions: tuple[str, ...] | None = None, scope: Scope | None = None) -> dict[str | None, Answers]:
     """Answers by region code (by None for a national report), every query run once.
 
     Run it inside `cube.reading()` to keep one connection for all the queries.
+    A scope restricts every query (a recipient sees only their part).
     """
     level = GEOGRAPHIES[geography]
     per_region = report.per == "region"
@@ -68,7 +69,7 @@ def fetch(cube: Cube, report: Report, end: date, known_at: date | None = None, g
     else:
         split[None] = Answers(None)
     for key in needed_queries(report):
-        rows = run_query(cube, report, key, end, known_at, geography, regions if per_region else None)
+        rows = run_query(cube, report, key, end, known_at, geography, regions if per_region else None, scope)
         if not per_region:
             split[None].results[key] = rows
             continue
@@ -82,7 +83,7 @@ def fetch(cube: Cube, report: Report, end: date, known_at: date | None = None, g
 
 
 def run_query(cube: Cube, report: Report, key: QueryKey, end: date, known_at: date | None, geography: str,
-              regions: tuple[str, ...] | None) -> list[dict]:
+              regions: tuple[str, ...] | None, scope: Scope | None = None) -> list[dict]:
     """One cube query (two per comparison asked), for all the regions asked when `regions` is given."""
     name, without = key
     query = report.query(name)
@@ -94,7 +95,8 @@ def run_query(cube: Cube, report: Report, key: QueryKey, end: date, known_at: da
         if regions is not None:
             where[level] = list(regions)
     start, stop = period_range(query.period, end)
-    args = dict(measures=query.measures, by=by, where=where or None, start=start, end=stop, known_at=known_at)
+    args = dict(measures=query.measures, by=by, where=where or None, start=start, end=stop, known_at=known_at,
+                scope=scope)
     if not query.compare:
         return cube.query(**args).to_pylist()
     rows: list[dict] | None = None

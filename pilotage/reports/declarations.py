@@ -2,11 +2,42 @@
 
 A report is a set of named cube queries and the blocks that show them: KPI
 tiles, envelope gauges, tables and charts. The package's reports live in
-`pilotage/reports/definitions/*.yml`; users add theirs (or replace one, by
-its name) in folders named by $PILOTAGE_REPORTS (os.pathsep-separated) or
-passed to `load_reports`. Every declaration is checked against the indicator
-catalog and the cube model when loaded; an error names the file, the report,
-the block or query, and the problem.
+`pilotage/reports/definitions/*.yml`; users add theirs in folders named by
+$PILOTAGE_REPORTS (os.pathsep-separated) or passed to `load_reports`. A user
+file with the name of a package report replaces it; one with `extends: NAME`
+adds queries and blocks to report NAME (a query or block of the same name
+replaces the inherited one). Every declaration is checked against the
+indicator catalog and the cube model when loaded; an error names the file,
+the report, the block or query, and the problem.
+
+The format (see definitions/daily.yml for a whole report):
+
+    report: weekly-regional         # the name given to `pilotage report`
+    title: Rapport hebdomadaire régional
+    file_name: hebdo                # files: hebdo_region-25_2006-W11.html ...
+    per: region                     # nation (one report) | region (one per region)
+    description: ...
+    queries:
+      week_by_department:
+        measures: [stock, entries]  # indicators of the catalog
+        by: [department, week]      # dimensions; `region`: region_2005 or _2016
+        where: {measure: [CAE, CIE]}
+        period: week                # day | week | month | year | 52_weeks, ending on the report's day
+        compare: [previous, year]   # adds <m>_previous, <m>_year_before, <m>_vs_previous, <m>_vs_year
+    blocks:
+      - {id: semaine, type: tiles, title: ..., query: q, tiles: [{indicator: stock, good: up}]}
+      - {id: enveloppes, type: gauges, title: ..., query: q,
+         gauges: [{value: entries_ytd, target: physical_envelope, ratio: physical_realisation}]}
+      - {id: departements, type: table, title: ..., query: q, rows: department, totals: true,
+         columns: [stock, {indicator: entries, show: vs_year}, {indicator: entries_ytd, query: other}]}
+      - {id: pivot, type: table, title: ..., query: q, rows: region, pivot: measure, value: entries_ytd}
+      - {id: courbe, type: chart, chart: line, title: ..., query: q, x: week, series: measure,
+         values: [entries], reference: year_elapsed}   # line | bar | stacked_bar
+
+A block's query is broken down by exactly the dimensions the block shows (and
+at most a time dimension of which the period is one period). In a per-region
+report a query is written as if for one region: it is run for all regions at
+once, broken down by region, and split.
 """
 
 from __future__ import annotations
@@ -168,14 +199,21 @@ def user_files(folders: list[str | os.PathLike] | None = None) -> list[Path]:
 
 
 def load_reports(extra: list[str | os.PathLike] | None = None, catalog: Catalog | None = None) -> dict[str, Report]:
-    """The package's reports, then the user's (a user report replaces a package one of the same name)."""
+    """The package's reports, then the user's.
+
+    A user report replaces a package report of the same name; one with
+    `extends: NAME` adds its queries and blocks to report NAME (a block or
+    query of the same name replaces the one it extends).
+    """
     catalog = catalog or load_catalog()
     reports: dict[str, Report] = {}
     package = set(package_files())
     for path in package_files() + user_files(extra):
-        report = read_report(path, catalog)
-        if report.name in reports and path not in package and Path(reports[report.name].source) not in package:
-            raise ReportError(f"{path}: report {report.name!r} is already declared in {reports[report.name].source}")
+        report = read_report(path, catalog, reports)
+        previous = reports.get(report.name)
+        user_twice = previous and path not in package and Path(previous.source) not in package
+        if user_twice and not report.source.startswith(previous.source + " + "):
+            raise ReportError(f"{path}: report {report.name!r} is already declared in {previous.source}")
         reports[report.name] = report
     return reports
 
@@ -187,7 +225,8 @@ def get_report(name: str, extra: list[str | os.PathLike] | None = None, catalog:
     return reports[name]
 
 
-def read_report(path: Path, catalog: Catalog) -> Report:
+def read_report(path: Path, catalog: Catalog, known: dict[str, Report] | None = None) -> Report:
+    """One report file; `known` holds the reports an `extends:` may name."""
     try:
         document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -196,23 +235,46 @@ def read_report(path: Path, catalog: Catalog) -> Report:
         raise ReportError(f"{path}: expected a mapping with report, title, queries and blocks")
     name = document.get("report")
     where = f"{path}: report {name!r}" if isinstance(name, str) and name else f"{path}"
-    _keys(document, {"report", "title", "file_name", "per", "description", "queries", "blocks"},
-          {"report", "title", "queries", "blocks"}, where)
+    base = _base(document, known or {}, where)
+    _keys(document, {"report", "extends", "title", "file_name", "per", "description", "queries", "blocks"},
+          {"report"} if base else {"report", "title", "queries", "blocks"}, where)
     _text(document, "report", where)
-    if not isinstance(document["queries"], dict) or not document["queries"]:
+    if not isinstance(document.get("queries", {}), dict) or not (base or document["queries"]):
         raise ReportError(f"{where}: 'queries' is a mapping of query names to queries")
-    if not isinstance(document["blocks"], list) or not document["blocks"]:
+    if not isinstance(document.get("blocks", []), list) or not (base or document["blocks"]):
         raise ReportError(f"{where}: 'blocks' is a list of blocks")
-    queries = tuple(_query(str(n), q, f"{where}, query {n!r}") for n, q in document["queries"].items())
-    blocks = tuple(_block(b, i, where) for i, b in enumerate(document["blocks"], start=1))
+    queries = tuple(_query(str(n), q, f"{where}, query {n!r}") for n, q in (document.get("queries") or {}).items())
+    blocks = tuple(_block(b, i, where) for i, b in enumerate(document.get("blocks") or [], start=1))
+    inherited = base.__dict__ if base else {"title": None, "file_name": name, "per": "nation", "description": ""}
     report = Report(
-        name=name, title=_text(document, "title", where),
-        file_name=str(document.get("file_name") or name), per=str(document.get("per", "nation")),
-        queries=queries, blocks=blocks, description=str(document.get("description") or "").strip(),
-        source=str(path),
+        name=name, title=document["title"] if "title" in document else inherited["title"],
+        file_name=str(document.get("file_name") or inherited["file_name"]),
+        per=str(document.get("per", inherited["per"])),
+        queries=_merged(base.queries if base else (), queries, "name"),
+        blocks=_merged(base.blocks if base else (), blocks, "id"),
+        description=str(document.get("description") or inherited["description"]).strip(),
+        source=f"{base.source} + {path}" if base else str(path),
     )
+    if not isinstance(report.title, str) or not report.title.strip():
+        raise ReportError(f"{where}: 'title' is required (a text)")
     check_report(report, catalog, where)
     return report
+
+
+def _base(document: dict, known: dict[str, Report], where: str) -> Report | None:
+    name = document.get("extends")
+    if name is None:
+        return None
+    if name not in known:
+        raise ReportError(f"{where}: extends unknown report {name!r}; valid: {', '.join(sorted(known))}")
+    return known[name]
+
+
+def _merged(base: tuple, added: tuple, key: str) -> tuple:
+    """base's items, those of `added` with the same key replacing them in place, the others appended."""
+    replacing = {getattr(item, key): item for item in added}
+    kept = tuple(replacing.pop(getattr(item, key), item) for item in base)
+    return kept + tuple(item for item in added if getattr(item, key) in replacing)
 
 
 def _keys(entry: dict, allowed: set[str], required: set[str], where: str) -> None:

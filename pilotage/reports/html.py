@@ -114,5 +114,5 @@ def chart_html(chart: ChartView, div_id: str) -> str:
 
     config = {"displaylogo": False, "responsive": True,
               "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d"]}
-    return Markup(pio.to_html(figure(chart), config=config, include_plotlyjs=False, include_mathjax=False, full_html=False,
-                       div_id=div_id, validate=False, default_height=f"{CHART_HEIGHT}px"))
+    return Markup(pio.to_html(figure(chart), config=config, include_plotlyjs=False, include_mathjax=False,
+                              full_html=False, div_id=div_id, validate=False, default_height=f"{CHART_HEIGHT}px"))

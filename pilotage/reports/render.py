@@ -1,6 +1,6 @@
 """Rendering a declared report to files: HTML and/or Excel, one set per region for per-region reports.
 
-    from pilotage.cubes import Cube
+    from pilotage.cubes import Cube, Scope, ScopeError
     from pilotage.reports import render_report
 
     render_report(Cube("w.duckdb"), "weekly-regional", week="2006-W11", out_dir="out")
@@ -17,7 +17,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Callable, Iterable
 
-from pilotage.cubes import Cube
+from pilotage.cubes import Cube, Scope, ScopeError
 from pilotage.cubes.model import members
 from pilotage.reports.data import fetch
 from pilotage.reports.declarations import GEOGRAPHIES, Report, ReportError, get_report
@@ -46,24 +46,27 @@ def report_regions(report: Report, region: str | Iterable[str] | None = None,
 
 
 def file_stem(report: Report, end: date, region: str | None, geography: str, week: str | None) -> str:
-    """quotidien_2006-03-14, hebdo_region-25_2006-W11, hebdo_region2016-28_2006-W11."""
+    """quotidien_2006-03-14, hebdo_region-25_2006-W11, hebdo_region2016-28_2006-W11, quotidien_geo2016_..."""
     parts = [report.file_name]
     if region is not None:
         parts.append(f"region-{region}" if geography == "2005" else f"region{geography}-{region}")
+    elif geography != "2005":
+        parts.append(f"geo{geography}")
     parts.append(week_label(end) if week or report.per == "region" else end.isoformat())
     return "_".join(parts)
 
 
 def period_text(end: date) -> str:
     monday = end - timedelta(days=end.weekday())
-    return f"{format_week(week_label(end), with_year=True).capitalize()}, du {format_date(monday)} au {format_date(end)}"
+    week = format_week(week_label(end), with_year=True).capitalize()
+    return f"{week}, du {format_date(monday)} au {format_date(end)}"
 
 
 def render_report(cube: Cube, name: str, as_of: date | str | None = None, known_at: date | str | None = None,
                   formats: Iterable[str] = FORMATS, out_dir: str | os.PathLike = ".",
                   region: str | Iterable[str] | None = None, geography: str = "2005", week: str | None = None,
                   progress: Callable[[int], None] | None = None, *,
-                  definitions: list[str | os.PathLike] | None = None,
+                  scope: Scope | str | None = None, definitions: list[str | os.PathLike] | None = None,
                   templates: list[str | os.PathLike] | None = None,
                   generated_at: datetime | None = None) -> list[Path]:
     """Write the report's files into out_dir and return their paths.
@@ -72,7 +75,9 @@ def render_report(cube: Cube, name: str, as_of: date | str | None = None, known_
     known at known_at); week: an ISO week YYYY-Www instead, shown up to its
     Sunday (at most the data date); region: the code(s) of a per-region
     report (default: every region of the geography); progress is called with
-    1 after each region's files (for a progress bar over report_regions()).
+    1 after each region's files (for a progress bar over report_regions());
+    scope: restrict every figure to a part of the country (Scope or text
+    like "region_2005:25"), for a recipient who may see only that part.
     """
     formats = tuple(dict.fromkeys(formats))
     bad = [f for f in formats if f not in FORMATS]
@@ -86,7 +91,7 @@ def render_report(cube: Cube, name: str, as_of: date | str | None = None, known_
     with cube.reading():
         data_date = cube.as_of(known)
         end = report_end(data_date, _date(as_of, "as_of"), week)
-        answers = fetch(cube, report, end, known, geography, regions)
+        answers = fetch(cube, report, end, known, geography, regions, _scope(scope))
     generated_at = generated_at or datetime.now().replace(microsecond=0)
     from pilotage.reports.excel import write_workbook
     from pilotage.reports.html import write_html
@@ -104,6 +109,13 @@ def render_report(cube: Cube, name: str, as_of: date | str | None = None, known_
         if progress:
             progress(1)
     return paths
+
+
+def _scope(scope: Scope | str | None) -> Scope | None:
+    try:
+        return Scope.parse(scope) if isinstance(scope, str) else scope
+    except ScopeError as exc:
+        raise ReportError(str(exc)) from None
 
 
 def _date(value, name: str) -> date | None:
