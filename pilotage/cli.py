@@ -187,7 +187,10 @@ def rejects(ctx: click.Context, drop: date | None, fmt: str) -> None:
 @click.pass_context
 @_guard
 def migrate(ctx: click.Context) -> None:
-    """Bring the warehouse file to this release's schema (creating it if needed)."""
+    """Bring the warehouse file to this release's schema (creating it if needed).
+
+    Example: pilotage -w /data/pilotage.duckdb migrate
+    """
     from pilotage.warehouse.schema import SCHEMA_VERSION
 
     warehouse = _warehouse(ctx)
@@ -242,7 +245,10 @@ def query(ctx, measures, by, where, start, end, known_at, scope, compare, fmt, o
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--measures-path", multiple=True, type=click.Path(exists=True))
 def indicators(fmt: str, measures_path) -> None:
-    """List the declared indicators with their labels and kinds."""
+    """List the declared indicators with their labels and kinds.
+
+    Example: pilotage indicators --format json
+    """
     from pilotage.measures.catalog import load_catalog
 
     rows = [{"name": i.name, "kind": i.kind, "format": i.format, "label": i.label, "description": i.description}
@@ -317,6 +323,8 @@ def demo(ctx: click.Context, out: str, scale: float, year: int) -> None:
     click.echo(f"drops:     {drops_dir}")
     click.echo(f"try:       pilotage -w {warehouse.path} status")
     click.echo(f"           pilotage -w {warehouse.path} rejects --format csv | head")
+    click.echo(f"           pilotage -w {warehouse.path} query -m entries -m stock -m financial_consumption "
+               "--by region_2005 --labels")
 
 
 if __name__ == "__main__":  # pragma: no cover
