@@ -72,10 +72,14 @@ def _repeats(con: duckdb.DuckDBPyConnection, spec: FileSpec) -> None:
     """_kv: the keys (and versions) found more than once among the chunk's valid rows, with
     the place of the first; _firsts: those first rows, to compare the others with."""
     keys = _quoted(_keys(spec))
+    # grouping millions of text keys is slow: group their 64-bit hashes, then check the few candidates
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _kv AS
+        WITH candidates AS (
+            SELECT hash({keys}) AS h FROM {typed_table(spec)} WHERE _valid GROUP BY h HAVING count(*) > 1)
         SELECT {keys}, min({ORDER.format(t='t')}) AS first
-        FROM {typed_table(spec)} t WHERE _valid GROUP BY {keys} HAVING count(*) > 1"""
+        FROM {typed_table(spec)} t WHERE _valid AND hash({keys}) IN (SELECT h FROM candidates)
+        GROUP BY {keys} HAVING count(*) > 1"""
     )
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _firsts AS
