@@ -17,6 +17,7 @@ import click
 from pilotage import formats
 from pilotage.cubes import QueryError, ScopeError
 from pilotage.measures.catalog import DeclarationError
+from pilotage.reports.declarations import ReportError
 from pilotage.warehouse import Warehouse, WarehouseBusy, WarehouseError
 
 EXIT_REFUSED = 1
@@ -46,7 +47,7 @@ def _guard(func):
             raise PilotageError(str(exc), EXIT_BUSY) from None
         except (WarehouseError, FileNotFoundError) as exc:
             raise PilotageError(str(exc)) from None
-        except (QueryError, ScopeError, DeclarationError) as exc:
+        except (QueryError, ScopeError, DeclarationError, ReportError) as exc:
             raise click.UsageError(str(exc)) from None
 
     wrapper.__name__ = func.__name__
@@ -241,6 +242,56 @@ def query(ctx, measures, by, where, start, end, known_at, scope, compare, fmt, o
     formats.write_table(table, fmt, output)
 
 
+def _formats(ctx, param, value: str) -> tuple[str, ...]:
+    formats = tuple(dict.fromkeys(f.strip() for f in value.split(",") if f.strip()))
+    bad = [f for f in formats if f not in ("html", "xlsx")]
+    if bad or not formats:
+        raise click.BadParameter(f"html, xlsx or html,xlsx (got {value!r})")
+    return formats
+
+
+@main.command()
+@click.argument("name", metavar="REPORT")
+@click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="Folder to write the files to.")
+@click.option("--as-of", "as_of", callback=_date, help="The day shown (default: the newest drop loaded).")
+@click.option("--week", help="An ISO week YYYY-Www, shown up to its Sunday (per-region reports; default: "
+                             "the week of the newest drop).")
+@click.option("--known-at", callback=_date, help="As the warehouse knew it after the drops up to this date.")
+@click.option("--region", "regions", multiple=True, help="Region code (repeat); default: every region.")
+@click.option("--geography", type=click.Choice(["2005", "2016"]), default="2005", show_default=True,
+              help="Regions before (2005) or after (2016) the 2016 reform.")
+@click.option("--format", "formats", default="html,xlsx", show_default=True, callback=_formats,
+              help="html, xlsx or both, comma-separated.")
+@click.option("--reports-path", multiple=True, type=click.Path(exists=True),
+              help="Extra report declarations (YAML file or folder).")
+@click.option("--measures-path", multiple=True, type=click.Path(exists=True),
+              help="Extra indicator declarations (YAML file or folder).")
+@click.pass_context
+@_guard
+def report(ctx, name, out, as_of, week, known_at, regions, geography, formats, reports_path, measures_path) -> None:
+    """Write a report as HTML and Excel files: daily, weekly-regional, or one declared in YAML.
+
+    Example: pilotage report daily --as-of 2006-03-14 --out reports/
+
+    Example: pilotage report weekly-regional --week 2006-W11 --region 25 --region 23 --out reports/
+    """
+    from pilotage.cubes import Cube
+    from pilotage.measures.catalog import load_catalog
+    from pilotage.reports import get_report, render_report, report_regions
+
+    started = time.monotonic()
+    cube = Cube(_warehouse(ctx), load_catalog(list(measures_path)))
+    declared = get_report(name, list(reports_path), cube.catalog)
+    count = len(report_regions(declared, regions, geography) or [None])
+    with _progress(count, f"{name}: writing reports", minimum=2) as bar:
+        paths = render_report(cube, name, as_of=as_of, known_at=known_at, formats=formats, out_dir=out,
+                              region=regions or None, geography=geography, week=week, progress=bar.update,
+                              definitions=list(reports_path))
+    for path in paths:
+        click.echo(str(path))
+    click.echo(f"{len(paths)} file(s) written to {out} in {time.monotonic() - started:.1f} s", err=True)
+
+
 @main.command()
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--measures-path", multiple=True, type=click.Path(exists=True))
@@ -295,7 +346,7 @@ def _generate(out: Path, start: date, end: date, scale: float, seed: int, bad_ro
 @click.pass_context
 @_guard
 def demo(ctx: click.Context, out: str, scale: float, year: int) -> None:
-    """Generate a year of synthetic drops, load them, and say where to look.
+    """Generate a year of synthetic drops, load them, write the reports, and say where to look.
 
     Example: pilotage demo --out /tmp/demo
     """
@@ -319,8 +370,18 @@ def demo(ctx: click.Context, out: str, scale: float, year: int) -> None:
     click.echo(f"\n{loaded} drops loaded in {time.monotonic() - started:.1f} s (as of {info['as_of']}): "
                f"{info['contracts']:,} contracts, {info['payments']:,} payments, "
                f"{info['rejected_rows']:,} rejected rows, {info['held_payments']:,} held payments")
+    from pilotage.cubes import Cube
+    from pilotage.cubes.model import members
+    from pilotage.reports import render_report
+
+    reports_dir = folder / "reports"
+    cube = Cube(warehouse)
+    written = render_report(cube, "daily", out_dir=reports_dir)
+    with _progress(len(members("region_2005")), "writing regional reports") as bar:
+        written += render_report(cube, "weekly-regional", out_dir=reports_dir, progress=bar.update)
     click.echo(f"\nwarehouse: {warehouse.path}")
     click.echo(f"drops:     {drops_dir}")
+    click.echo(f"reports:   {reports_dir} ({len(written)} files: open {written[0].name} in a browser)")
     click.echo(f"try:       pilotage -w {warehouse.path} status")
     click.echo(f"           pilotage -w {warehouse.path} rejects --format csv | head")
     click.echo(f"           pilotage -w {warehouse.path} query -m entries -m stock -m financial_consumption "

@@ -68,18 +68,32 @@ def fetch(cube: Cube, report: Report, end: date, known_at: date | None = None, g
         split = {code: Answers(code) for code in regions or [c for c, _ in members(level)]}
     else:
         split[None] = Answers(None)
+    answered: dict[tuple, list[dict]] = {}
     for key in needed_queries(report):
-        rows = run_query(cube, report, key, end, known_at, geography, regions if per_region else None, scope)
+        signature = request_signature(report, key, geography)
+        if signature not in answered:  # e.g. a table's totals that are another block's query
+            answered[signature] = run_query(cube, report, key, end, known_at, geography,
+                                            regions if per_region else None, scope)
+        rows = answered[signature]
         if not per_region:
             split[None].results[key] = rows
             continue
         for answers in split.values():
             answers.results[key] = []
         for row in rows:
+            row = dict(row)
             code = row.pop(level)
             if code in split:
                 split[code].results[key].append(row)
     return split
+
+
+def request_signature(report: Report, key: QueryKey, geography: str) -> tuple:
+    """What a query asks of the cube: two queries with the same signature have the same answer."""
+    name, without = key
+    query = report.query(name)
+    by = tuple(d for d, declared in zip(query.dims(geography), query.by) if declared not in without)
+    return frozenset(query.measures), by, query.where, query.period, frozenset(query.compare)
 
 
 def run_query(cube: Cube, report: Report, key: QueryKey, end: date, known_at: date | None, geography: str,

@@ -36,7 +36,7 @@ PACES = {"ahead": "en avance", "on_pace": "au rythme", "behind": "en retard", "n
 def put(sheet: Worksheet, row: int, column: int, value, kind: str = "text"):
     """Write one typed cell; text is always text (never a formula), numbers get their number format."""
     cell = sheet.cell(row=row, column=column)
-    if value is None:
+    if value is None or value == "":
         return cell
     if kind == "text" or isinstance(value, str):
         text = str(value)
@@ -235,7 +235,7 @@ class WorkbookWriter:
                           titles_from_data=True)
             chart += line
         chart.title = block.title
-        chart.y_axis.title = view.y_label
+        chart.y_axis.title = view.y_label or None
         chart.x_axis.title = view.x_label
         chart.y_axis.number_format = EXCEL_FORMATS[view.value_kind].replace("\\ ", " ")
         chart.x_axis.delete = False

@@ -40,7 +40,12 @@ def plotly_js() -> str:
 
 def environment(templates: list[str | os.PathLike] | None = None) -> jinja2.Environment:
     folders = list(templates or []) + [p for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p]
-    loader = jinja2.ChoiceLoader([jinja2.FileSystemLoader([str(Path(f)) for f in folders]),
+    return _environment(tuple(str(Path(f)) for f in folders))
+
+
+@cache
+def _environment(folders: tuple[str, ...]) -> jinja2.Environment:
+    loader = jinja2.ChoiceLoader([jinja2.FileSystemLoader(list(folders)),
                                   jinja2.PackageLoader("pilotage.reports", "templates")])
     env = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import cache
 
 from pilotage.cubes.model import DIMENSIONS, members
 from pilotage.measures.catalog import Catalog, Indicator
@@ -130,6 +131,7 @@ def member_name(dim: str, code: str, short: bool = False) -> str:
     return _names(dim).get(code, code)
 
 
+@cache
 def _names(dim: str) -> dict[str, str]:
     return dict(members(dim))
 
@@ -219,8 +221,8 @@ class Builder:
             return f"{label} : évolution {span}"
         return f"{label}, {then}"
 
-    def keyed(self, query: str, dims: list[str], without: tuple[str, ...] = ()) -> dict[tuple, dict]:
-        return {tuple(row[d] for d in dims): row for row in self.answers.rows(query, without)}
+    def keyed(self, query: str, dims: list[str]) -> dict[tuple, dict]:
+        return {tuple(row[d] for d in dims): row for row in self.answers.rows(query)}
 
     def table(self, block: Table) -> TableView:
         dim = _resolve(block.rows, self.geography)
@@ -286,7 +288,7 @@ class Builder:
         else:
             by_x = {r[x_dim]: r for r in answer}
             series = tuple(Series(self.catalog[v].label, tuple(by_x[x][v] for x in x_codes)) for v in block.values)
-            y_label = " / ".join(self.catalog[v].label for v in block.values)
+            y_label = self.catalog[block.values[0]].label if len(block.values) == 1 else ""  # the legend says
         reference = ("Part de l'année écoulée", self.year_elapsed) if block.reference == "year_elapsed" else None
         return ChartView(block.chart, DIMENSIONS[x_dim].label, y_label, self.catalog[block.values[0]].format,
                          categories, series, reference)
