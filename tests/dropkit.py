@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from datetime import date
+
+from pilotage.etl.generate import generate_drops
 from pilotage.etl.loader import DropOutcome, LoadResult, load_drops
 from pilotage.warehouse import Warehouse
 
@@ -101,3 +104,13 @@ def query(path: Path, sql: str) -> list[tuple]:
 
 def rejects(path: Path) -> list[tuple]:
     return query(path, 'SELECT file, line, "column", rule, raw FROM rejects ORDER BY file, line, rule')
+
+
+def report_warehouse(tmp_path_factory) -> Path:
+    """15 months of generated drops, loaded once per test session (shared by the report tests)."""
+    root = tmp_path_factory.getbasetemp() / "reports-warehouse"
+    if not (root / ".complete").exists():
+        generate_drops(root / "drops", date(2005, 1, 1), date(2006, 3, 31), scale=0.02)
+        assert load_drops(Warehouse(root / "w.duckdb"), [root / "drops"]).ok
+        (root / ".complete").write_text("ok")
+    return root / "w.duckdb"

@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import date
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from dropkit import report_warehouse
 from pilotage.cli import main
-from pilotage.etl.generate import generate_drops
-from pilotage.etl.loader import load_drops
-from pilotage.warehouse import Warehouse
 
 pytestmark = pytest.mark.skipif("report" not in main.commands, reason="`pilotage report` is not in pilotage/cli.py yet")
 
-
-def report_warehouse(tmp_path_factory) -> Path:
-    """15 months of generated drops, loaded once per test session (shared with the other report tests)."""
-    root = tmp_path_factory.getbasetemp() / "reports-warehouse"
-    if not (root / ".complete").exists():
-        generate_drops(root / "drops", date(2005, 1, 1), date(2006, 3, 31), scale=0.02)
-        assert load_drops(Warehouse(root / "w.duckdb"), [root / "drops"]).ok
-        (root / ".complete").write_text("ok")
-    return root / "w.duckdb"
 
 
 @pytest.fixture(scope="module")

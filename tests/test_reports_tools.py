@@ -26,12 +26,10 @@ from pathlib import Path
 
 import pytest
 
+from dropkit import report_warehouse
 from pilotage.cubes import Cube
-from pilotage.etl.generate import generate_drops
-from pilotage.etl.loader import load_drops
 from pilotage.reports import render_report
 from pilotage.reports.html import PALETTE
-from pilotage.warehouse import Warehouse
 
 INSTALL = "apt-get install -y --no-install-recommends chromium libreoffice-calc-nogui fonts-dejavu-core"
 
@@ -43,15 +41,6 @@ def tool(*names: str) -> str:
             return found
     pytest.fail(f"{names[0]} is not installed (CI installs it: {INSTALL})")
 
-
-def report_warehouse(tmp_path_factory) -> Path:
-    """15 months of generated drops, loaded once per test session (shared with test_reports_values)."""
-    root = tmp_path_factory.getbasetemp() / "reports-warehouse"
-    if not (root / ".complete").exists():
-        generate_drops(root / "drops", date(2005, 1, 1), date(2006, 3, 31), scale=0.02)
-        assert load_drops(Warehouse(root / "w.duckdb"), [root / "drops"]).ok
-        (root / ".complete").write_text("ok")
-    return root / "w.duckdb"
 
 
 TRAP = """

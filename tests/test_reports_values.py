@@ -19,17 +19,15 @@ from pathlib import Path
 import pytest
 from openpyxl import load_workbook
 
+from dropkit import report_warehouse
 from pilotage.cubes import Cube, Scope
 from pilotage.cubes.model import members
-from pilotage.etl.generate import generate_drops
-from pilotage.etl.loader import load_drops
 from pilotage.measures.catalog import load_catalog
 from pilotage.reports import ReportError, get_report, render_report
 from pilotage.reports.data import fetch, needed_queries, request_signature
 from pilotage.reports.excel import HEADER_ROW
 from pilotage.reports.formats import EXCEL_FORMATS, SPACE, format_value
 from pilotage.reports.html import plotly_js
-from pilotage.warehouse import Warehouse
 from pilotage.warehouse.reference import departments
 
 DAY = date(2006, 3, 15)  # a Wednesday: the week in progress runs Monday 13 to Wednesday 15
@@ -41,15 +39,6 @@ ENVELOPES = ["entries_ytd", "physical_envelope", "physical_realisation", "paymen
              "financial_envelope_eur", "financial_consumption"]
 NAMES = {dim: dict(members(dim)) for dim in ("department", "region_2005", "region_2016", "measure")}
 
-
-def report_warehouse(tmp_path_factory) -> Path:
-    """15 months of generated drops, loaded once per test session (shared with test_reports_tools)."""
-    root = tmp_path_factory.getbasetemp() / "reports-warehouse"
-    if not (root / ".complete").exists():
-        generate_drops(root / "drops", date(2005, 1, 1), date(2006, 3, 31), scale=0.02)
-        assert load_drops(Warehouse(root / "w.duckdb"), [root / "drops"]).ok
-        (root / ".complete").write_text("ok")
-    return root / "w.duckdb"
 
 
 @pytest.fixture(scope="module")
