@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -112,6 +113,7 @@ def main() -> None:
 
     daily = make_daily_drop(work / "w.duckdb", work / "daily")
     shutil.copyfile(work / "w.duckdb", work / "raw.duckdb")
+    os.sync()  # the copy's dirty pages would otherwise be flushed by the raw side's checkpoint
     raw = measured(RAW_DAILY, path=str(work / "raw.duckdb"), drop=str(daily))
     one = measured(PILOTAGE, path=str(work / "w.duckdb"), paths=[str(daily)])
     warehouse_mib = (work / "w.duckdb").stat().st_size / 2**20
