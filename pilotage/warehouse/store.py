@@ -159,6 +159,11 @@ class Warehouse:
             raise WarehouseBusy(f"the warehouse {path} is open in another process: {exc}") from None
         try:
             con.execute("SET enable_progress_bar = false")
+            if in_place:
+                # DuckDB's checkpoint would also merge ("vacuum") row groups touched by the day's
+                # appends: most of a daily load's time (0.5 s of a 23k-row append, against 0.04 s).
+                # Readers wait during an in-place load, so leave that to the loads made on a copy.
+                con.execute("SET max_vacuum_tasks = 0")
             con.execute("BEGIN TRANSACTION")
             migrate(con)
             refresh_reference(con)
