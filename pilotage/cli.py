@@ -311,6 +311,22 @@ def indicators(fmt: str, measures_path) -> None:
 
 
 @main.command()
+@click.option("--force", is_flag=True, help="Overwrite an existing pilotage.toml.")
+def init(force: bool) -> None:
+    """Write a commented example pilotage.toml in the working folder.
+
+    Example: pilotage init && $EDITOR pilotage.toml
+    """
+    from pilotage.delivery.config import CONFIG_NAME, example_config
+
+    path = Path(CONFIG_NAME)
+    if path.exists() and not force:
+        raise click.UsageError(f"{path} already exists (--force to overwrite)")
+    path.write_text(example_config(), encoding="utf-8")
+    click.echo(f"wrote {path}: the SMTP password goes in the environment variable it names, never in the file")
+
+
+@main.command()
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--start", callback=_date, default="2006-01-01", show_default=True)
 @click.option("--end", callback=_date, default="2006-12-31", show_default=True)
