@@ -317,7 +317,7 @@ def init(force: bool) -> None:
 
     Example: pilotage init && $EDITOR pilotage.toml
     """
-    from pilotage.delivery.config import CONFIG_NAME, example_config
+    from pilotage.reports.delivery.config import CONFIG_NAME, example_config
 
     path = Path(CONFIG_NAME)
     if path.exists() and not force:

@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from pilotage.delivery.archive import Archive, ArchiveError
+from pilotage.reports.delivery.archive import Archive, ArchiveError
 
 KEY = ("weekly", "2006-W11", "caen@example.org")
 

@@ -7,7 +7,7 @@ import tomllib
 
 import pytest
 
-from pilotage.delivery.config import Config, ConfigError, example_config, find_config, load_config
+from pilotage.reports.delivery.config import Config, ConfigError, example_config, find_config, load_config
 
 GOOD = """
 [paths]

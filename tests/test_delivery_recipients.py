@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pilotage.cubes import Scope
-from pilotage.delivery.recipients import Recipient, RecipientsError, load_recipients
+from pilotage.reports.delivery.recipients import Recipient, RecipientsError, load_recipients
 
 CSV = """\
 # who gets the weekly summaries

@@ -24,11 +24,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from pilotage.cubes import Scope
-from pilotage.delivery.archive import Archive
-from pilotage.delivery.config import ConfigError, SmtpSettings
-from pilotage.delivery.message import CHART_CID, attachment_digests, build_weekly_message
-from pilotage.delivery.recipients import Recipient
-from pilotage.delivery.smtp import PermanentFailure, TemporaryFailure, send_message
+from pilotage.reports.delivery.archive import Archive
+from pilotage.reports.delivery.config import ConfigError, SmtpSettings
+from pilotage.reports.delivery.message import CHART_CID, attachment_digests, build_weekly_message
+from pilotage.reports.delivery.recipients import Recipient
+from pilotage.reports.delivery.smtp import PermanentFailure, TemporaryFailure, send_message
 
 SENDER = "Pilotage <pilotage@example.org>"
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4

@@ -33,7 +33,7 @@ from email.message import EmailMessage
 from email.utils import getaddresses, parseaddr
 from io import BytesIO
 
-from pilotage.delivery.config import SmtpSettings
+from pilotage.reports.delivery.config import SmtpSettings
 
 MAX_DELAY = 300.0  # seconds: the longest wait between two tries
 
