@@ -107,6 +107,7 @@ def merge_versioned(con: duckdb.DuckDBPyConnection, spec: FileSpec) -> None:
         FROM several a JOIN several b ON {_keys_equal(spec, 'a', 'b', False)} AND b._drop_seq < a._drop_seq
         GROUP BY ALL"""
     )
+    _known_versions(con, spec, history, current)
     first = f"(k.first IS NULL OR {ORDER.format(t='t')} = k.first)"
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE {class_table(spec)} AS
@@ -124,8 +125,8 @@ def merge_versioned(con: duckdb.DuckDBPyConnection, spec: FileSpec) -> None:
                c.version AS _current_version
         FROM {typed_table(spec)} t
         LEFT JOIN _kv k ON {_keys_equal(spec, 't', 'k')}
-        LEFT JOIN ({_touched(spec, history)}) h ON {_keys_equal(spec, 't', 'h')}
-        LEFT JOIN ({_touched(spec, current)}) c ON {_keys_equal(spec, 't', 'c', with_version=False)}
+        LEFT JOIN _seen h ON {_keys_equal(spec, 't', 'h')}
+        LEFT JOIN _current c ON {_keys_equal(spec, 't', 'c', with_version=False)}
         LEFT JOIN _earlier e ON {_keys_equal(spec, 't', 'e', False)} AND e._drop_seq = t._drop_seq
         LEFT JOIN _firsts f ON {_keys_equal(spec, 't', 'f')}
         WHERE t._valid"""
@@ -148,7 +149,7 @@ def merge_versioned(con: duckdb.DuckDBPyConnection, spec: FileSpec) -> None:
             """CREATE OR REPLACE TEMP TABLE _moved AS
             SELECT n.contract_id, n.department, n.measure, n.status = 'CANCELLED' AS cancelled
             FROM _class_contracts n JOIN _changed_contracts x USING (contract_id, version)
-            JOIN contracts c USING (contract_id)
+            JOIN _current c USING (contract_id)
             WHERE n._class = 'new' AND (c.department <> n.department OR c.measure <> n.measure
                                         OR (c.status = 'CANCELLED') <> (n.status = 'CANCELLED'))"""
         )
@@ -161,11 +162,34 @@ def merge_versioned(con: duckdb.DuckDBPyConnection, spec: FileSpec) -> None:
     )
 
 
-def _touched(spec: FileSpec, table: str) -> str:
+def _known_versions(con: duckdb.DuckDBPyConnection, spec: FileSpec, history: str, current: str) -> None:
+    """_current: the current version of the chunk's keys; _seen: the full history rows of the
+    (key, version) pairs the chunk re-sends (usually few).
+
+    Only the key columns of the large tables are scanned; whole rows are read
+    for the re-sent versions alone, whose content must be compared.
+    """
+    keys = _quoted(spec.key)
+    moved = ", department, measure, status" if spec is CONTRACTS else ""  # for _moved, below
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _current AS {_touched(spec, current, f'{keys}, version{moved}')}")
+    with_version = _quoted(_keys(spec))
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _resent AS
+        SELECT {with_version} FROM ({_touched(spec, history, with_version)})
+        INTERSECT SELECT {with_version} FROM {typed_table(spec)} WHERE _valid"""
+    )
+    resent = con.sql("SELECT count(*) FROM _resent").fetchall()[0][0]
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _seen AS SELECT * FROM {history} "
+        + (f"WHERE ({with_version}) IN (SELECT * FROM _resent)" if resent else "WHERE false")
+    )
+
+
+def _touched(spec: FileSpec, table: str, columns: str = "*") -> str:
     """The rows of a (large) warehouse table whose key is in the chunk: a semi-join that
     scans the table once instead of building a hash table of all of it."""
     keys = _quoted(spec.key)
-    return f"SELECT * FROM {table} WHERE ({keys}) IN (SELECT {keys} FROM {typed_table(spec)} WHERE _valid)"
+    return f"SELECT {columns} FROM {table} WHERE ({keys}) IN (SELECT {keys} FROM {typed_table(spec)} WHERE _valid)"
 
 
 def _remember_earliest_drop(con: duckdb.DuckDBPyConnection, spec: FileSpec, *tables: str) -> None:
@@ -205,6 +229,16 @@ def merge_payments(con: duckdb.DuckDBPyConnection) -> None:
     """Classify the valid payments; load those whose contract is known, hold the others."""
     spec = PAYMENTS
     _repeats(con, spec)
+    # payments already loaded or held that the chunk sends again (usually none): read whole
+    # rows for those alone, after a scan of the ids
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _resent AS {_touched(spec, 'payments', 'payment_id')}")
+    resent = con.sql("SELECT count(*) FROM _resent").fetchall()[0][0]
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _seen_payments AS
+        SELECT {_PAYMENT_FIELDS}, drop_date FROM payments
+        {'WHERE payment_id IN (SELECT payment_id FROM _resent)' if resent else 'WHERE false'}
+        UNION ALL SELECT {_PAYMENT_FIELDS}, drop_date FROM held_payments"""
+    )
     first = f"(k.first IS NULL OR {ORDER.format(t='t')} = k.first)"
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE {class_table(spec)} AS
@@ -223,10 +257,7 @@ def merge_payments(con: duckdb.DuckDBPyConnection) -> None:
                c.status = 'CANCELLED' AS _cancelled
         FROM {typed_table(spec)} t
         LEFT JOIN _kv k ON k.payment_id = t.payment_id
-        LEFT JOIN (
-            SELECT {_PAYMENT_FIELDS}, drop_date FROM ({_touched(spec, 'payments')})
-            UNION ALL SELECT {_PAYMENT_FIELDS}, drop_date FROM held_payments
-        ) e ON e.payment_id = t.payment_id
+        LEFT JOIN _seen_payments e ON e.payment_id = t.payment_id
         LEFT JOIN _firsts f ON f.payment_id = t.payment_id
         LEFT JOIN contracts c ON c.contract_id = t.contract_id
         LEFT JOIN (
