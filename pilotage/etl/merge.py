@@ -91,8 +91,11 @@ def _repeats(con: duckdb.DuckDBPyConnection, spec: FileSpec) -> None:
 def merge_versioned(con: duckdb.DuckDBPyConnection, spec: FileSpec) -> None:
     """Classify and apply the valid rows of a versioned file kind."""
     current, history, derived = VERSIONED_TABLES[spec.name]
-    _repeats(con, spec)
     keys = _quoted(spec.key)
+    if not con.sql(f"SELECT count(*) FROM {typed_table(spec)} WHERE _valid").fetchall()[0][0]:
+        _nothing_to_merge(con, spec)  # a day without this kind of row: leave the large tables unread
+        return
+    _repeats(con, spec)
     # the highest version each key had in the earlier drops of the chunk, for keys in several drops
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _earlier AS
@@ -160,6 +163,22 @@ def merge_versioned(con: duckdb.DuckDBPyConnection, spec: FileSpec) -> None:
         f"FROM {class_table(spec)} n JOIN _changed_{spec.name} x ON {_keys_equal(spec, 'n', 'x')} "
         "WHERE n._class = 'new'"
     )
+
+
+def _nothing_to_merge(con: duckdb.DuckDBPyConnection, spec: FileSpec) -> None:
+    """The empty classification and change tables the later steps read."""
+    keys = _quoted(spec.key)
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE {class_table(spec)} AS
+        SELECT t.* EXCLUDE (_valid, _raw, _bad_fields), t.rowid AS _row, NULL::VARCHAR AS _class,
+               NULL::DATE AS _known_drop_date, NULL::INTEGER AS _current_version
+        FROM {typed_table(spec)} t WHERE false"""
+    )
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _changed_{spec.name} AS "
+                f"SELECT {keys}, version FROM {typed_table(spec)} WHERE false")
+    if spec is CONTRACTS:
+        con.execute("CREATE OR REPLACE TEMP TABLE _moved (contract_id VARCHAR, department VARCHAR, "
+                    "measure VARCHAR, cancelled BOOLEAN)")
 
 
 def _known_versions(con: duckdb.DuckDBPyConnection, spec: FileSpec, history: str, current: str) -> None:

@@ -69,7 +69,7 @@ def stage_chunk(con: duckdb.DuckDBPyConnection, drops: list[Drop]) -> tuple[list
         create_typed_table(con, spec)
         groups: dict[tuple[str, ...], list[StagedFile]] = defaultdict(list)
         for s in staged:
-            if s.file.spec is spec:
+            if s.file.spec is spec and s.file.rows:  # a header-only file has nothing to read
                 groups[s.file.header].append(s)
         for header, group in groups.items():
             unreadable.update(_read_group(con, spec, header, group))
