@@ -99,9 +99,11 @@ def merge_versioned(con: duckdb.DuckDBPyConnection, spec: FileSpec) -> None:
     # the highest version each key had in the earlier drops of the chunk, for keys in several drops
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _earlier AS
-        WITH per_drop AS (
+        WITH repeated AS (  -- keys with several rows in the chunk, found by their hashes first
+            SELECT hash({keys}) AS h FROM {typed_table(spec)} WHERE _valid GROUP BY h HAVING count(*) > 1
+        ), per_drop AS (
             SELECT {keys}, _drop_seq, max(version) AS version FROM {typed_table(spec)}
-            WHERE _valid GROUP BY ALL
+            WHERE _valid AND hash({keys}) IN (SELECT h FROM repeated) GROUP BY ALL
         ), several AS (
             SELECT * FROM per_drop WHERE ({keys}) IN (
                 SELECT {keys} FROM per_drop GROUP BY ALL HAVING count(*) > 1)
