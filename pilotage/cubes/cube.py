@@ -190,13 +190,17 @@ class Cube:
         return row[0]
 
 
-def _date(value) -> date | None:
+def parse_date(value, name: str = "date", error: type[Exception] = QueryError) -> date | None:
+    """A date, or its text YYYY-MM-DD; None stays None; anything else raises `error` naming `name`."""
     if value is None or isinstance(value, date):
         return value
     try:
         return date.fromisoformat(str(value))
     except ValueError:
-        raise QueryError(f"{value!r} is not a date YYYY-MM-DD") from None
+        raise error(f"{name} {value!r} is not a date YYYY-MM-DD") from None
+
+
+_date = parse_date
 
 
 def with_labels(table: pa.Table, by: Iterable[str]) -> pa.Table:

@@ -102,18 +102,26 @@ def package_files() -> list[Path]:
     return sorted(Path(str(p)) for p in folder.iterdir() if p.name.endswith((".yml", ".yaml")))
 
 
-def user_files(folders: list[str | os.PathLike] | None = None) -> list[Path]:
-    folders = list(folders or []) + [p for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p]
+def yaml_files(folders, env_var: str, error: type[Exception], what: str) -> list[Path]:
+    """The YAML files named by `folders` and by $env_var (os.pathsep-separated): files, or
+    folders of them. A name that is neither raises `error` ("no such <what> file or folder").
+
+    Shared by the indicator and the report declarations.
+    """
+    folders = list(folders or []) + [p for p in os.environ.get(env_var, "").split(os.pathsep) if p]
     found = []
-    for folder in folders:
-        folder = Path(folder)
+    for folder in map(Path, folders):
         if folder.is_file():
             found.append(folder)
         elif folder.is_dir():
             found.extend(sorted(p for p in folder.iterdir() if p.suffix in (".yml", ".yaml")))
         else:
-            raise DeclarationError(f"{folder}: no such measures file or folder")
+            raise error(f"{folder}: no such {what} file or folder")
     return found
+
+
+def user_files(folders: list[str | os.PathLike] | None = None) -> list[Path]:
+    return yaml_files(folders, ENV_VAR, DeclarationError, "measures")
 
 
 def load_catalog(extra: list[str | os.PathLike] | None = None) -> Catalog:

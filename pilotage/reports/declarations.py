@@ -53,7 +53,7 @@ import yaml
 from pilotage.cubes.compiler import QueryError, Request, validate
 from pilotage.cubes.cube import parse_where
 from pilotage.cubes.model import DIMENSIONS
-from pilotage.measures.catalog import Catalog, load_catalog
+from pilotage.measures.catalog import Catalog, load_catalog, yaml_files
 
 ENV_VAR = "PILOTAGE_REPORTS"
 REGION = "region"  # stands for region_2005 or region_2016, by the report's geography
@@ -186,16 +186,7 @@ def package_files() -> list[Path]:
 
 
 def user_files(folders: list[str | os.PathLike] | None = None) -> list[Path]:
-    folders = list(folders or []) + [p for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p]
-    found = []
-    for folder in map(Path, folders):
-        if folder.is_file():
-            found.append(folder)
-        elif folder.is_dir():
-            found.extend(sorted(p for p in folder.iterdir() if p.suffix in (".yml", ".yaml")))
-        else:
-            raise ReportError(f"{folder}: no such report file or folder")
-    return found
+    return yaml_files(folders, ENV_VAR, ReportError, "report")
 
 
 def load_reports(extra: list[str | os.PathLike] | None = None, catalog: Catalog | None = None) -> dict[str, Report]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from pilotage.cubes import Cube, Scope, ScopeError
+from pilotage.cubes.cube import parse_date
 from pilotage.cubes.model import members
 from pilotage.reports.data import fetch
 from pilotage.reports.declarations import GEOGRAPHIES, Report, ReportError, get_report
@@ -119,9 +120,4 @@ def _scope(scope: Scope | str | None) -> Scope | None:
 
 
 def _date(value, name: str) -> date | None:
-    if value is None or isinstance(value, date):
-        return value
-    try:
-        return date.fromisoformat(str(value))
-    except ValueError:
-        raise ReportError(f"{name} {value!r} is not a date YYYY-MM-DD") from None
+    return parse_date(value, name, ReportError)
