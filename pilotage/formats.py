@@ -76,7 +76,7 @@ def to_xlsx(rows: list[dict], columns, path: str) -> None:
     sheet.append(list(columns))
     for row in rows:
         sheet.append([_xlsx_cell(row[c]) for c in columns])
-    for index, row in enumerate(sheet.iter_rows(min_row=2), start=2):
+    for row in sheet.iter_rows(min_row=2):
         for cell in row:
             if isinstance(cell.value, str):
                 cell.data_type = "s"
