@@ -150,6 +150,21 @@ class Chart(Block):
 
 
 @dataclass(frozen=True)
+class Mail:
+    """What the body of the report's email shows (the whole report is attached).
+
+    A mail client runs no JavaScript, so the body holds the KPI tiles, a short
+    table (some columns of one of the report's tables) and one chart drawn as
+    an inline image.
+    """
+
+    tiles: str  # the id of a tiles block
+    table: str  # the id of a table block (not a pivot)
+    columns: tuple[str, ...]  # the table's columns kept: indicators shown as values
+    chart: str  # the id of a chart block
+
+
+@dataclass(frozen=True)
 class Report:
     name: str
     title: str
@@ -159,6 +174,7 @@ class Report:
     blocks: tuple[Block, ...]
     description: str = ""
     source: str = ""
+    mail: Mail | None = None
 
     def query(self, name: str) -> Query:
         return next(q for q in self.queries if q.name == name)
@@ -227,7 +243,7 @@ def read_report(path: Path, catalog: Catalog, known: dict[str, Report] | None = 
     name = document.get("report")
     where = f"{path}: report {name!r}" if isinstance(name, str) and name else f"{path}"
     base = _base(document, known or {}, where)
-    _keys(document, {"report", "extends", "title", "file_name", "per", "description", "queries", "blocks"},
+    _keys(document, {"report", "extends", "title", "file_name", "per", "description", "queries", "blocks", "mail"},
           {"report"} if base else {"report", "title", "queries", "blocks"}, where)
     _text(document, "report", where)
     if not isinstance(document.get("queries", {}), dict) or not (base or document["queries"]):
@@ -245,11 +261,20 @@ def read_report(path: Path, catalog: Catalog, known: dict[str, Report] | None = 
         blocks=_merged(base.blocks if base else (), blocks, "id"),
         description=str(document.get("description") or inherited["description"]).strip(),
         source=f"{base.source} + {path}" if base else str(path),
+        mail=_mail(document["mail"], f"{where}, mail") if "mail" in document else base.mail if base else None,
     )
     if not isinstance(report.title, str) or not report.title.strip():
         raise ReportError(f"{where}: 'title' is required (a text)")
     check_report(report, catalog, where)
     return report
+
+
+def _mail(entry, where: str) -> Mail:
+    if not isinstance(entry, dict):
+        raise ReportError(f"{where}: expected a mapping with tiles, table, columns and chart")
+    _keys(entry, {"tiles", "table", "columns", "chart"}, {"tiles", "table", "columns", "chart"}, where)
+    return Mail(_text(entry, "tiles", where), _text(entry, "table", where),
+                _names(entry["columns"], "columns", where), _text(entry, "chart", where))
 
 
 def _base(document: dict, known: dict[str, Report], where: str) -> Report | None:
@@ -392,6 +417,26 @@ def check_report(report: Report, catalog: Catalog, where: str) -> None:
             if name not in names:
                 raise ReportError(f"{block_where}: unknown query {name!r}; valid: {', '.join(names)}")
         _check_block(report, block, catalog, block_where)
+    if report.mail:
+        _check_mail(report, f"{where}, mail")
+
+
+def _check_mail(report: Report, where: str) -> None:
+    blocks = {block.id: block for block in report.blocks}
+    for key, kind in (("tiles", Tiles), ("table", Table), ("chart", Chart)):
+        block_id = getattr(report.mail, key)
+        ids = [b.id for b in report.blocks if isinstance(b, kind)]
+        if not isinstance(blocks.get(block_id), kind):
+            raise ReportError(f"{where}: {key} {block_id!r} is not a {key} block of the report; valid: "
+                              f"{', '.join(ids) or '(none)'}")
+    table = blocks[report.mail.table]
+    if table.pivot:
+        raise ReportError(f"{where}: table {table.id!r} is a pivot; choose a table with columns")
+    shown = [c.indicator for c in table.columns if c.show == "value"]
+    for name in report.mail.columns:
+        if name not in shown:
+            raise ReportError(f"{where}: column {name!r} is not a value column of table {table.id!r}; "
+                              f"valid: {', '.join(shown)}")
 
 
 def _check_query(report: Report, query: Query, catalog: Catalog, where: str) -> None:

@@ -13,6 +13,7 @@ on one connection to the warehouse.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Callable, Iterable
@@ -24,7 +25,7 @@ from pilotage.reports.data import fetch
 from pilotage.reports.declarations import GEOGRAPHIES, Report, ReportError, get_report
 from pilotage.reports.formats import format_date, format_week
 from pilotage.reports.periods import report_end, week_label, year_elapsed
-from pilotage.reports.views import build_view
+from pilotage.reports.views import ReportView, build_view
 
 FORMATS = ("html", "xlsx")
 
@@ -63,6 +64,61 @@ def period_text(end: date) -> str:
     return f"{week}, du {format_date(monday)} au {format_date(end)}"
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """One report (a region's, or the nation's) ready to be written: its file stem and its view."""
+
+    region: str | None
+    stem: str
+    view: ReportView
+
+
+def prepare_views(cube: Cube, name: str, as_of: date | str | None = None, known_at: date | str | None = None,
+                  region: str | Iterable[str] | None = None, geography: str = "2005", week: str | None = None, *,
+                  scope: Scope | str | None = None, definitions: list[str | os.PathLike] | None = None,
+                  generated_at: datetime | None = None) -> list[Prepared]:
+    """Run the report's queries (once, for all the regions asked) and build each region's view.
+
+    The arguments are render_report's; the emails use the views too (their
+    body shows some of the blocks), so that the body and the attached files
+    hold the same figures.
+    """
+    report = get_report(name, definitions, cube.catalog)
+    regions = report_regions(report, region, geography)
+    known = _date(known_at, "known_at")
+    with cube.reading():
+        data_date = cube.as_of(known)
+        end = report_end(data_date, _date(as_of, "as_of"), week)
+        answers = fetch(cube, report, end, known, geography, regions, _scope(scope))
+    generated_at = generated_at or datetime.now().replace(microsecond=0)
+    return [Prepared(code, file_stem(report, end, code, geography, week),
+                     build_view(report, cube.catalog, region_answers, geography=geography, end=end, as_of=data_date,
+                                known_at=known, year_elapsed=year_elapsed(end), generated_at=generated_at,
+                                period_text=period_text(end)))
+            for code, region_answers in answers.items()]
+
+
+def write_views(prepared: Iterable[Prepared], formats: Iterable[str] = FORMATS, out_dir: str | os.PathLike = ".",
+                templates: list[str | os.PathLike] | None = None,
+                progress: Callable[[int], None] | None = None) -> list[Path]:
+    """Write each prepared report as HTML and/or Excel into out_dir; return the paths."""
+    formats = _formats(formats)
+    from pilotage.reports.excel import write_workbook
+    from pilotage.reports.html import write_html
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    for item in prepared:
+        if "html" in formats:
+            paths.append(write_html(item.view, out / f"{item.stem}.html", templates))
+        if "xlsx" in formats:
+            paths.append(write_workbook(item.view, out / f"{item.stem}.xlsx"))
+        if progress:
+            progress(1)
+    return paths
+
+
 def render_report(cube: Cube, name: str, as_of: date | str | None = None, known_at: date | str | None = None,
                   formats: Iterable[str] = FORMATS, out_dir: str | os.PathLike = ".",
                   region: str | Iterable[str] | None = None, geography: str = "2005", week: str | None = None,
@@ -80,36 +136,18 @@ def render_report(cube: Cube, name: str, as_of: date | str | None = None, known_
     scope: restrict every figure to a part of the country (Scope or text
     like "region_2005:25"), for a recipient who may see only that part.
     """
+    formats = _formats(formats)
+    prepared = prepare_views(cube, name, as_of, known_at, region, geography, week, scope=scope,
+                             definitions=definitions, generated_at=generated_at)
+    return write_views(prepared, formats, out_dir, templates, progress)
+
+
+def _formats(formats: Iterable[str]) -> tuple[str, ...]:
     formats = tuple(dict.fromkeys(formats))
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
         raise ReportError(f"unknown format(s) {', '.join(bad) or '(none)'}; valid: {', '.join(FORMATS)}")
-    report = get_report(name, definitions, cube.catalog)
-    regions = report_regions(report, region, geography)
-    known = _date(known_at, "known_at")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with cube.reading():
-        data_date = cube.as_of(known)
-        end = report_end(data_date, _date(as_of, "as_of"), week)
-        answers = fetch(cube, report, end, known, geography, regions, _scope(scope))
-    generated_at = generated_at or datetime.now().replace(microsecond=0)
-    from pilotage.reports.excel import write_workbook
-    from pilotage.reports.html import write_html
-
-    paths: list[Path] = []
-    for code, region_answers in answers.items():
-        view = build_view(report, cube.catalog, region_answers, geography=geography, end=end, as_of=data_date,
-                          known_at=known, year_elapsed=year_elapsed(end), generated_at=generated_at,
-                          period_text=period_text(end))
-        stem = file_stem(report, end, code, geography, week)
-        if "html" in formats:
-            paths.append(write_html(view, out / f"{stem}.html", templates))
-        if "xlsx" in formats:
-            paths.append(write_workbook(view, out / f"{stem}.xlsx"))
-        if progress:
-            progress(1)
-    return paths
+    return formats
 
 
 def _scope(scope: Scope | str | None) -> Scope | None:
