@@ -168,6 +168,45 @@ CREATE TABLE rejects (
 );
 """
 
+# The alerts (pilotage.reports.alerts): the state of each (rule, member,
+# threshold, period) at the last evaluation, and every change of state.
+V2 = """
+CREATE TABLE alert_states (
+    rule         VARCHAR NOT NULL,
+    member       VARCHAR NOT NULL,    -- 'region_2005=25|measure=CAE'; '' for a rule without breakdown
+    member_label VARCHAR NOT NULL,
+    threshold    VARCHAR NOT NULL,    -- which limit of the rule: 'above 0.9'
+    period       VARCHAR NOT NULL,    -- '2006' for a rule firing once per year, else ''
+    state        VARCHAR NOT NULL,    -- OK | FIRING | NO DATA | ERROR
+    firing       BOOLEAN NOT NULL,    -- fired and not resolved since (NO DATA and ERROR leave it as it was)
+    severity     VARCHAR NOT NULL,
+    value        DOUBLE,              -- the value judged at the last evaluation
+    limit_value  DOUBLE,
+    detail       VARCHAR NOT NULL,    -- French, as shown in the messages
+    since        DATE NOT NULL,       -- data date (as_of) the state began
+    as_of        DATE NOT NULL,       -- data date of the last evaluation
+    evaluated_at TIMESTAMP NOT NULL
+);
+CREATE TABLE alert_events (
+    event_id     BIGINT NOT NULL,     -- in the order of the changes (max + 1, under the write lock)
+    happened_at  TIMESTAMP NOT NULL,
+    as_of        DATE NOT NULL,
+    rule         VARCHAR NOT NULL,
+    member       VARCHAR NOT NULL,
+    member_label VARCHAR NOT NULL,
+    threshold    VARCHAR NOT NULL,
+    period       VARCHAR NOT NULL,
+    from_state   VARCHAR,             -- NULL: the first evaluation of this member
+    to_state     VARCHAR NOT NULL,
+    change       VARCHAR,             -- fired | resolved (emailed); NULL: kept for the history only
+    severity     VARCHAR NOT NULL,
+    value        DOUBLE,
+    limit_value  DOUBLE,
+    detail       VARCHAR NOT NULL,
+    notified_at  TIMESTAMP            -- when every recipient had it; NULL while some are still to be sent
+);
+"""
+
 
 @dataclass(frozen=True)
 class Migration:
@@ -180,6 +219,7 @@ class Migration:
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "star schema, version history, load audit", V1),
+    Migration(2, "alert states and their history", V2),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
