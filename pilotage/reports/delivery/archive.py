@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the figures a message carried (`figures`), to tell later revisions
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS messages (
     subject     TEXT,
     known_at    TEXT,
     attachments TEXT NOT NULL DEFAULT '[]',
+    figures     TEXT,
     message_id  TEXT,
     attempts    INTEGER NOT NULL DEFAULT 0,
     claims      INTEGER NOT NULL DEFAULT 1,
@@ -79,6 +80,7 @@ class ArchivedMessage:
     subject: str | None
     known_at: str | None
     attachments: tuple[dict, ...]
+    figures: dict | None  # what the message showed, e.g. {"2006-W11": {"entries": 12, ...}}
     message_id: str | None
     attempts: int
     claims: int  # how many runs claimed it (more than 1: resumed after a crash or a failure)
@@ -117,7 +119,9 @@ class Archive:
             if version > SCHEMA_VERSION:
                 raise ArchiveError(f"{self.path}: archive schema {version} is newer than this pilotage "
                                    f"({SCHEMA_VERSION}); upgrade pilotage")
-            db.executescript("BEGIN IMMEDIATE;" + _SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
+            columns = {row[1] for row in db.execute("PRAGMA table_info(messages)")}
+            upgrade = "ALTER TABLE messages ADD COLUMN figures TEXT;" if columns and "figures" not in columns else ""
+            db.executescript("BEGIN IMMEDIATE;" + _SCHEMA + upgrade + f"PRAGMA user_version = {SCHEMA_VERSION};")
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -177,10 +181,11 @@ class Archive:
 
     def mark_sent(self, kind: str, period: str, recipient: str, *, subject: str | None = None,
                   known_at: str | None = None, attachments: Iterable[Mapping] = (), message_id: str | None = None,
-                  attempts: int = 1, reply: str | None = None) -> None:
+                  attempts: int = 1, reply: str | None = None, figures: Mapping | None = None) -> None:
         """The claimed delivery went through."""
         now = _now()
-        self._finish(kind, period, recipient, "status = 'sent', sent_at = ?, error = NULL", [now],
+        self._finish(kind, period, recipient, "status = 'sent', sent_at = ?, error = NULL, figures = ?",
+                     [now, None if figures is None else json.dumps(figures, ensure_ascii=False, default=str)],
                      subject, known_at, attachments, message_id, attempts, reply, now)
 
     def mark_failed(self, kind: str, period: str, recipient: str, error: str, *, subject: str | None = None,
@@ -235,6 +240,7 @@ def _message(row: sqlite3.Row) -> ArchivedMessage:
     return ArchivedMessage(
         kind=row["kind"], period=row["period"], recipient=row["recipient"], generation=row["generation"],
         status=row["status"], subject=row["subject"], known_at=row["known_at"],
-        attachments=tuple(json.loads(row["attachments"])), message_id=row["message_id"], attempts=row["attempts"],
+        attachments=tuple(json.loads(row["attachments"])),
+        figures=json.loads(row["figures"]) if row["figures"] else None, message_id=row["message_id"], attempts=row["attempts"],
         claims=row["claims"], run_id=row["run_id"], reply=row["reply"], error=row["error"], claimed_at=row["claimed_at"],
         sent_at=row["sent_at"], updated_at=row["updated_at"])

@@ -49,21 +49,31 @@ def week_subject(region_label: str, week_label: str) -> str:
     return f"Synthèse hebdomadaire — {region_label} — semaine {int(match.group(2))} ({week_label})"
 
 
+def chart_cid(index: int) -> str:
+    """The Content-ID of the body's index-th chart (0: chart@pilotage, 1: chart-2@pilotage, ...)."""
+    return CHART_CID if index == 0 else f"chart-{index + 1}@pilotage"
+
+
 def build_weekly_message(sender: str, recipient, region_label: str, week_label: str, html_body: str,
-                         inline_png: bytes | None, attachments: Sequence[Path | str], *,
+                         inline_png: bytes | Sequence[bytes] | None, attachments: Sequence[Path | str], *,
                          text_body: str | None = None, message_id: str | None = None) -> EmailMessage:
     """The weekly summary for one recipient (a `Recipient`, or an address / 'Name <address>').
 
-    `html_body` must show the chart with `cid:chart@pilotage` when `inline_png` is given, and only then.
+    `inline_png`: the chart, or the charts, that the body shows, the first with
+    `<img src="cid:chart@pilotage">`, the next ones with `cid:chart-2@pilotage`...
+    (`chart_cid`); every chart given must be shown and every chart shown given.
     `text_body` defaults to the text of the HTML body.
     """
-    references_chart = f"cid:{CHART_CID}" in html_body
-    if inline_png is not None and not references_chart:
-        raise ValueError(f"the chart is given but the HTML body does not show it (<img src=\"cid:{CHART_CID}\">)")
-    if inline_png is None and references_chart:
-        raise ValueError(f"the HTML body shows cid:{CHART_CID} but no chart is given")
-    if inline_png is not None and not inline_png.startswith(b"\x89PNG\r\n\x1a\n"):
-        raise ValueError("the inline chart is not a PNG image")
+    images = [] if inline_png is None else [inline_png] if isinstance(inline_png, bytes) else list(inline_png)
+    for index, image in enumerate(images):
+        if f"cid:{chart_cid(index)}" not in html_body:
+            raise ValueError(f"the chart is given but the HTML body does not show it (<img src=\"cid:{chart_cid(index)}\">)")
+        if not image.startswith(b"\x89PNG\r\n\x1a\n"):
+            raise ValueError("the inline chart is not a PNG image")
+    extra = re.findall(r"cid:(chart(?:-\d+)?@pilotage)", html_body)
+    missing = sorted(set(extra) - {chart_cid(i) for i in range(len(images))})
+    if missing:
+        raise ValueError(f"the HTML body shows cid:{missing[0]} but no chart is given for it")
     to = recipient.formatted if hasattr(recipient, "formatted") else str(recipient)
     if not parseaddr(to)[1]:
         raise ValueError(f"{to!r} is not an address")
@@ -81,10 +91,10 @@ def build_weekly_message(sender: str, recipient, region_label: str, week_label: 
     message["Content-Language"] = "fr"
     message.set_content(text_body if text_body is not None else html_to_text(html_body))
     message.add_alternative(html_body, subtype="html")
-    if inline_png is not None:
-        html_part = message.get_payload()[1]
-        html_part.add_related(inline_png, "image", "png", cid=f"<{CHART_CID}>", disposition="inline",
-                              filename="graphique.png")
+    html_part = message.get_payload()[1]
+    for index, image in enumerate(images):
+        html_part.add_related(image, "image", "png", cid=f"<{chart_cid(index)}>", disposition="inline",
+                              filename="graphique.png" if index == 0 else f"graphique-{index + 1}.png")
     for attachment in attachments:
         path = Path(attachment)
         maintype, subtype = _mime_type(path)
