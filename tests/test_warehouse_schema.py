@@ -61,3 +61,23 @@ def test_the_warehouse_path_comes_from_the_option_then_the_environment_then_the_
     monkeypatch.setenv("PILOTAGE_WAREHOUSE", str(tmp_path / "env.duckdb"))
     assert Warehouse().path == tmp_path / "env.duckdb"
     assert Warehouse(tmp_path / "given.duckdb").path == tmp_path / "given.duckdb"
+
+
+def test_a_version_1_file_gains_the_alert_tables(tmp_path, monkeypatch):
+    import pilotage.warehouse.store as store
+
+    with monkeypatch.context() as patch:  # a warehouse written by the release before the alerts
+        patch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
+        patch.setattr(schema, "SCHEMA_VERSION", 1)
+        patch.setattr(store, "SCHEMA_VERSION", 1)
+        write_drop(tmp_path / "drops", "2006-03-13", {"contracts.csv": [contract("C1")]})
+        load(tmp_path, tmp_path / "drops")
+        assert query(tmp_path, "SELECT max(version) FROM schema_migrations") == [(1,)]
+    warehouse = Warehouse(tmp_path / "wh.duckdb")
+    with warehouse.write(in_place=True):
+        pass
+    with warehouse.connect() as con:
+        assert con.sql("SELECT max(version) FROM schema_migrations").fetchall() == [(2,)]
+        assert con.sql("SELECT count(*) FROM alert_states").fetchall() == [(0,)]
+        assert con.sql("SELECT count(*) FROM alert_events").fetchall() == [(0,)]
+        assert con.sql("SELECT contract_id FROM contracts").fetchall() == [("C1",)]
