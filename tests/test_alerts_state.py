@@ -17,9 +17,9 @@ from smtpkit import (PASSWORD, SENDER, certificate, client_context, parsed, serv
                      starttls)
 
 from dropkit import contract, envelope, load_one, payment, write_drop
-from pilotage.cubes import Cube
-from pilotage.reports.alerts import alert_history, alert_states, evaluate, parse_rules, run_alerts
-from pilotage.reports.alerts import evaluate as evaluate_module
+from pilotage.reports.alerts import (alert_history, alert_states, format_history, format_states, parse_rules,
+                                     run_alerts)
+import pilotage.reports.alerts.evaluate as evaluate_module
 from pilotage.reports.delivery.archive import Archive
 from pilotage.reports.delivery.config import Config
 from pilotage.reports.delivery.smtp import send_message
@@ -158,6 +158,9 @@ def test_each_threshold_fires_once_a_rerun_sends_nothing_a_revised_envelope_reso
     assert all(h["notified_at"] is not None for h in alert_history(warehouse, emailed_only=True))
     sent = Archive(config.archive).history(kind="alert", status="sent")
     assert len(sent) == 2 + 3 + 3 + 3 * 2  # one delivery per change and recipient
+    listing = format_states(alert_states(warehouse, state="FIRING"))
+    assert "Île-de-France · CAE" in listing and "80,0 % (seuil 75 %)" in listing
+    assert format_history(alert_history(warehouse, limit=2)).count("resolved") == 2
 
 
 def test_members_without_envelope_are_no_data_and_never_emailed(setup, tmp_path, client_context):
@@ -262,6 +265,10 @@ def test_a_permanent_refusal_is_recorded_and_the_others_get_theirs(setup, tmp_pa
     assert sorted(inbox(handler)) == ["dg@example.org"]
     (failed,) = Archive(config.archive).history(kind="alert", status="failed")
     assert failed.recipient == "paris@example.org"
+    assert result.problems[0].startswith("not delivered to paris@example.org: ")
+    assert result.summary().endswith("1 change(s) of state (1 fired, 0 resolved), 1 message(s) sent, 1 not delivered")
+    # refused for good: the change counts as notified, the next run does not insist
+    assert run(config, client_context).sent == [] and inbox(handler) == {}
 
 
 def test_a_dry_run_records_and_sends_nothing(setup, tmp_path, client_context):

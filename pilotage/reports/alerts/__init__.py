@@ -6,7 +6,8 @@
 - `notify`: one email per recipient and run listing its events, never sent twice;
 - `run`: the daily run (`run_alerts`) and the rows of `pilotage alerts list|history`.
 
-Names are imported on first use, like `pilotage.reports.delivery`.
+Names are imported on first use, like `pilotage.reports.delivery` (the evaluation function is
+`pilotage.reports.alerts.evaluate.evaluate`: its name is its module's).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ _HOME = {
     "example_rules_path": "pilotage.reports.alerts.rules",
     "Observation": "pilotage.reports.alerts.evaluate",
     "Evaluation": "pilotage.reports.alerts.evaluate",
-    "evaluate": "pilotage.reports.alerts.evaluate",
     "AlertEvent": "pilotage.reports.alerts.state",
     "record": "pilotage.reports.alerts.state",
     "alert_states": "pilotage.reports.alerts.state",

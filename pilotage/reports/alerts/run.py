@@ -53,6 +53,29 @@ class AlertRun:
     def ok(self) -> bool:
         return not self.failures and not self.errors
 
+    @property
+    def problems(self) -> list[str]:
+        """What went wrong, one line each: rules in error, messages not delivered."""
+        return ([f"rule {rule} could not be evaluated: {error}" for rule, error in self.errors.items()]
+                + [f"not delivered to {address}: {error}" for address, error in self.failures])
+
+    def summary(self) -> str:
+        """One line for the log of the daily run."""
+        if self.as_of is None:
+            return "nothing evaluated"
+        fired = sum(e.change == "fired" for e in self.changes)
+        resolved = sum(e.change == "resolved" for e in self.changes)
+        text = (f"{self.evaluated} evaluated on the data of {self.as_of.isoformat()}, {len(self.changes)} change(s) "
+                f"of state ({fired} fired, {resolved} resolved)")
+        if self.dry_run:
+            return text + f", {len(self.planned)} message(s) to send (dry run: nothing recorded or sent)"
+        text += f", {len(self.sent)} message(s) sent"
+        if self.failures:
+            text += f", {len(self.failures)} not delivered"
+        if self.errors:
+            text += f", {len(self.errors)} rule(s) in error"
+        return text
+
 
 def run_alerts(config: Config, *, rules: Rules | None = None, ssl_context=None,
                environ: Mapping[str, str] | None = None, dry_run: bool = False,
@@ -62,7 +85,7 @@ def run_alerts(config: Config, *, rules: Rules | None = None, ssl_context=None,
     run = AlertRun(dry_run=dry_run)
     if rules is None:
         if config.alerts is None:
-            log("alerts: no rules file configured (paths.alerts); nothing evaluated")
+            log("no rules file configured (paths.alerts); nothing evaluated")
             return run
         rules = load_rules(config.alerts)
     recipients = load_recipients(config.recipients)
@@ -70,11 +93,11 @@ def run_alerts(config: Config, *, rules: Rules | None = None, ssl_context=None,
     evaluation = evaluate(Cube(warehouse), rules)
     run.as_of, run.evaluated, run.errors = evaluation.as_of, len(evaluation.observations), dict(evaluation.errors)
     for rule, error in evaluation.errors.items():
-        log(f"alerts: rule {rule} could not be evaluated: {error}")
+        log(f"rule {rule} could not be evaluated: {error}")
     run.changes = record(warehouse, evaluation, dry_run=dry_run)
     fired = sum(e.change == "fired" for e in run.changes)
     resolved = sum(e.change == "resolved" for e in run.changes)
-    log(f"alerts: {run.evaluated} evaluated on the data of {evaluation.as_of.isoformat()}, "
+    log(f"{run.evaluated} evaluated on the data of {evaluation.as_of.isoformat()}, "
         f"{len(run.changes)} change(s) of state ({fired} fired, {resolved} resolved)")
 
     pending = pending_events(warehouse) + ([e for e in run.changes if e.change] if dry_run else [])
@@ -88,7 +111,7 @@ def run_alerts(config: Config, *, rules: Rules | None = None, ssl_context=None,
     if dry_run:
         run.planned = [(address, len(events)) for address, (_, events) in sorted(by_address.items())]
         for address, count in run.planned:
-            log(f"alerts: would send {count} change(s) to {address}")
+            log(f"would send {count} change(s) to {address}")
         return run
 
     archive = Archive(config.archive)
@@ -108,14 +131,14 @@ def run_alerts(config: Config, *, rules: Rules | None = None, ssl_context=None,
             if isinstance(exc, PermanentFailure):
                 refused.add(address)
             run.failures.append((address, str(exc)))
-            log(f"alerts: not delivered to {address}: {exc}")
+            log(f"not delivered to {address}: {exc}")
             continue
         for event in claimed:
             archive.mark_sent(KIND, archive_key(event), address, subject=message["Subject"], known_at=event.as_of,
                               message_id=_message_id(message, result), attempts=getattr(result, "attempts", 1),
                               reply=getattr(result, "reply", None))
         run.sent.append((address, len(claimed)))
-        log(f"alerts: {len(claimed)} change(s) sent to {address}")
+        log(f"{len(claimed)} change(s) sent to {address}")
 
     done = [e.event_id for e in pending
             if all(r.address.lower() in refused or archive.sent(KIND, archive_key(e), r.address)
