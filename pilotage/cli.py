@@ -1,8 +1,10 @@
 """The `pilotage` command line: parses, calls the library, prints.
 
-Exit codes: 0 success; 1 some drop was refused (the others loaded);
-2 usage error; 3 warehouse problem (missing, unreadable, outdated);
-75 the warehouse is busy with another load (try again later).
+Exit codes: 0 success; 1 some drop was refused (the others loaded), or some
+message was not delivered (the others were); 2 usage or configuration error;
+3 warehouse problem (missing, unreadable, outdated); 4 the weekly summaries
+are held (the week's drops are not all loaded); 75 busy: another load or
+daily run holds the lock (try again later).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from pilotage.reports.declarations import ReportError
 from pilotage.warehouse import Warehouse, WarehouseBusy, WarehouseError
 
 EXIT_REFUSED = 1
+EXIT_CONFIG = 2
 EXIT_WAREHOUSE = 3
+EXIT_HELD = 4
 EXIT_BUSY = 75
 
 
@@ -49,10 +53,37 @@ def _guard(func):
             raise PilotageError(str(exc)) from None
         except (QueryError, ScopeError, DeclarationError, ReportError) as exc:
             raise click.UsageError(str(exc)) from None
+        except Exception as exc:
+            code = _service_exit_code(exc)
+            if code is None:
+                raise
+            raise PilotageError(str(exc), code) from None
 
     wrapper.__name__ = func.__name__
     wrapper.__doc__ = func.__doc__
     return wrapper
+
+
+def _service_exit_code(exc: Exception) -> int | None:
+    """The exit code of an error of the service commands (send, alerts, daily), None for another error."""
+    from pilotage.daily import DailyBusy
+    from pilotage.reports.delivery.archive import ArchiveError
+    from pilotage.reports.delivery.config import ConfigError
+    from pilotage.reports.delivery.recipients import RecipientsError
+    from pilotage.reports.delivery.weekly import WeeklyError
+    from pilotage.reports.images import ImageError
+
+    if isinstance(exc, DailyBusy):
+        return EXIT_BUSY
+    if isinstance(exc, (ConfigError, RecipientsError, WeeklyError)):
+        return EXIT_CONFIG
+    if isinstance(exc, (ImageError, ArchiveError)):
+        return EXIT_REFUSED
+    try:
+        from pilotage.reports.alerts import AlertRulesError
+    except ImportError:
+        return None
+    return EXIT_CONFIG if isinstance(exc, AlertRulesError) else None
 
 
 def _date(ctx, param, value):
@@ -310,20 +341,37 @@ def indicators(fmt: str, measures_path) -> None:
         click.echo(formats.to_table(rows, ("name", "kind", "format", "label"), max_width=70))
 
 
-@main.command()
-@click.option("--force", is_flag=True, help="Overwrite an existing pilotage.toml.")
-def init(force: bool) -> None:
-    """Write a commented example pilotage.toml in the working folder.
+EXAMPLE_RECIPIENTS = """\
+# Who gets the weekly summaries and the alerts: address;name;scope
+# scope: national, region_2005:CODE[,CODE], region_2016:CODE, department:CODE[,CODE]
+address;name;scope
+dg@example.org;Direction générale;national
+dr-basse-normandie@example.org;DR Basse-Normandie;region_2005:25
+ut-manche@example.org;UT Manche;department:50
+"""
 
-    Example: pilotage init && $EDITOR pilotage.toml
+
+@main.command()
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
+def init(force: bool) -> None:
+    """Write a commented example pilotage.toml, with example recipients.csv and alerts.yml, here.
+
+    Example: pilotage init && $EDITOR pilotage.toml recipients.csv alerts.yml
     """
+    from pilotage.reports.alerts.rules import example_rules
     from pilotage.reports.delivery.config import CONFIG_NAME, example_config
 
-    path = Path(CONFIG_NAME)
-    if path.exists() and not force:
-        raise click.UsageError(f"{path} already exists (--force to overwrite)")
-    path.write_text(example_config(), encoding="utf-8")
-    click.echo(f"wrote {path}: the SMTP password goes in the environment variable it names, never in the file")
+    files = {Path(CONFIG_NAME): example_config(), Path("recipients.csv"): EXAMPLE_RECIPIENTS,
+             Path("alerts.yml"): example_rules()}
+    if Path(CONFIG_NAME).exists() and not force:
+        raise click.UsageError(f"{CONFIG_NAME} already exists (--force to overwrite)")
+    for path, text in files.items():
+        if path.exists() and not force:
+            click.echo(f"kept {path} (already there)")
+            continue
+        path.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {path}")
+    click.echo("the SMTP password goes in the environment variable that pilotage.toml names, never in the file")
 
 
 @main.command()
@@ -402,6 +450,157 @@ def demo(ctx: click.Context, out: str, scale: float, year: int) -> None:
     click.echo(f"           pilotage -w {warehouse.path} rejects --format csv | head")
     click.echo(f"           pilotage -w {warehouse.path} query -m entries -m stock -m financial_consumption "
                "--by region_2005 --labels")
+
+
+# -- the service: configuration, weekly summaries, alerts, the daily run ---------------------------
+
+def _config_option(func):
+    return click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False),
+                        envvar="PILOTAGE_CONFIG",
+                        help="The configuration file (default $PILOTAGE_CONFIG, else ./pilotage.toml).")(func)
+
+
+def _today_option(func):
+    return click.option("--today", callback=_date,
+                        help="Run as if on this day (YYYY-MM-DD), to catch up on a missed day.")(func)
+
+
+def _config(config_path: str | None):
+    from pilotage.reports.delivery.config import load_config
+
+    return load_config(config_path)
+
+
+@main.group()
+def send() -> None:
+    """Send the emailed summaries."""
+
+
+@send.command("weekly")
+@_config_option
+@click.option("--week", help="The ISO week YYYY-Www (default: the week that ended most recently).")
+@_today_option
+@click.option("--to", "only", multiple=True, help="Only this recipient's summary (an address; repeat).")
+@click.option("--dry-run", is_flag=True, help="Build every message into the output folder, send nothing.")
+@click.option("--resend", is_flag=True, help="Send again to the recipients who already have this week's summary.")
+@click.option("--force", is_flag=True, help="Send even if some of the week's drops are not loaded.")
+@click.pass_context
+@_guard
+def send_weekly_command(ctx, config_path, week, today, only, dry_run, resend, force) -> None:
+    """Build each recipient's weekly summary in its scope and email it, once per week and recipient.
+
+    Example: pilotage send weekly --week 2006-W11 --dry-run
+    """
+    from pilotage.reports.delivery.weekly import describe, send_weekly
+
+    config = _config(config_path)
+    run = send_weekly(config, week, today=today, only=only, dry_run=dry_run, resend=resend, force=force)
+    for line in describe(run):
+        click.echo(line, err=bool(run.held))
+    if run.held:
+        ctx.exit(EXIT_HELD)
+    if not run.ok:
+        ctx.exit(EXIT_REFUSED)
+
+
+@main.group()
+def alerts() -> None:
+    """The alert rules: their states, their history, an evaluation now."""
+
+
+def _alerts_warehouse(ctx, config_path: str | None) -> Warehouse:
+    """The warehouse given with --warehouse, else the configuration's."""
+    if ctx.obj["warehouse"]:
+        return _warehouse(ctx)
+    return Warehouse(_config(config_path).warehouse)
+
+
+@alerts.command("list")
+@_config_option
+@click.option("--rule", help="Only this rule.")
+@click.option("--state", type=click.Choice(["OK", "FIRING", "NO DATA", "ERROR"]), help="Only this state.")
+@click.option("--all", "every_period", is_flag=True, help="Also the earlier years of once-a-year rules.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.pass_context
+@_guard
+def alerts_list(ctx, config_path, rule, state, every_period, fmt) -> None:
+    """The state of each (rule, member): OK, FIRING, NO DATA or ERROR, and since when.
+
+    Example: pilotage alerts list --state FIRING
+    """
+    from pilotage.reports.alerts.run import STATE_COLUMNS, format_states
+    from pilotage.reports.alerts.state import alert_states
+
+    rows = alert_states(_alerts_warehouse(ctx.find_root(), config_path), rule, state, every_period)
+    _echo_rows(rows, STATE_COLUMNS, fmt, format_states)
+
+
+@alerts.command("history")
+@_config_option
+@click.option("--rule", help="Only this rule.")
+@click.option("--member", help="Only this member (e.g. 25/CAE).")
+@click.option("--limit", type=int, default=100, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.pass_context
+@_guard
+def alerts_history(ctx, config_path, rule, member, limit, fmt) -> None:
+    """The changes of state (fired, resolved...), newest first.
+
+    Example: pilotage alerts history --rule consommation-financiere --limit 20
+    """
+    from pilotage.reports.alerts.run import HISTORY_COLUMNS, format_history
+    from pilotage.reports.alerts.state import alert_history
+
+    rows = alert_history(_alerts_warehouse(ctx.find_root(), config_path), rule, member, limit)
+    _echo_rows(rows, HISTORY_COLUMNS, fmt, format_history)
+
+
+@alerts.command("run")
+@_config_option
+@click.option("--dry-run", is_flag=True, help="Evaluate and say what would change and be sent; record nothing.")
+@click.pass_context
+@_guard
+def alerts_run(ctx, config_path, dry_run) -> None:
+    """Evaluate the rules now, record the changes of state and email them (the daily run does it too).
+
+    Example: pilotage alerts run --dry-run
+    """
+    from pilotage.reports.alerts.run import run_alerts
+
+    run = run_alerts(_config(config_path), dry_run=dry_run, log=click.echo)
+    click.echo(run.summary())
+    if not run.ok:
+        ctx.exit(EXIT_REFUSED)
+
+
+def _echo_rows(rows: list[dict], columns, fmt: str, as_table) -> None:
+    if fmt == "json":
+        click.echo(formats.to_json(rows))
+    elif fmt == "csv":
+        click.echo(formats.to_csv(rows, columns), nl=False)
+    else:
+        click.echo(as_table(rows))
+
+
+@main.command()
+@_config_option
+@_today_option
+@click.option("--weekly/--no-weekly", default=None,
+              help="Send the weekly summaries today, or not (default: from the configured weekday on).")
+@click.pass_context
+@_guard
+def daily(ctx, config_path, today, weekly) -> None:
+    """The day's work for cron: load new drops, alerts, daily report, weekly summaries on their day.
+
+    Safe to run again: what is done is not done twice. One run at a time
+    (a second one exits with 75). Logs to <output>/logs/daily-DATE.log.
+
+    Example: pilotage daily --config /etc/pilotage/pilotage.toml
+    """
+    from pilotage.daily import run_daily
+
+    result = run_daily(_config(config_path), today=today, weekly=weekly)
+    ctx.exit(result.exit_code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 
+import click
 import pytest
 from click.testing import CliRunner
 from openpyxl import load_workbook
@@ -95,6 +96,17 @@ def test_missing_warehouse_is_a_clear_error_with_its_exit_code(tmp_path):
 
 
 def test_every_command_is_documented_with_an_example():
-    for name, command in main.commands.items():
+    def commands(group, prefix=""):
+        for name, command in group.commands.items():
+            if isinstance(command, click.Group):
+                assert command.help, prefix + name
+                yield from commands(command, f"{prefix}{name} ")
+            else:
+                yield prefix + name, command
+
+    names = []
+    for name, command in commands(main):
+        names.append(name)
         assert command.help, name
         assert "Example" in command.help, name
+    assert {"load", "query", "report", "send weekly", "daily"} <= set(names)

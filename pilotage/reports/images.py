@@ -10,6 +10,7 @@ seconds, so every chart of a run is drawn in one batch, one browser.
 from __future__ import annotations
 
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,7 +40,9 @@ def chart_pngs(charts: Sequence[ChartView], width: int = WIDTH, height: int = HE
     with tempfile.TemporaryDirectory(prefix="pilotage-charts-") as folder:
         paths = [Path(folder) / f"chart-{i}.png" for i in range(len(figures))]
         try:
-            pio.write_images(figures, paths, format="png", width=width, height=height)
+            with warnings.catch_warnings():  # plotly passes options that a warm kaleido server ignores, and says so
+                warnings.filterwarnings("ignore", message="The kopts argument is ignored")
+                pio.write_images(figures, paths, format="png", width=width, height=height)
         except Exception as exc:  # kaleido raises its own and choreographer's errors: report them as one
             raise ImageError(f"cannot draw the charts as PNG images (plotly's kaleido needs Chrome or Chromium "
                              f"on this machine; on Debian: apt install chromium): {type(exc).__name__}: {exc}") \

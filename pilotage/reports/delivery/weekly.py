@@ -127,6 +127,7 @@ def send_weekly(config: Config, week: str | None = None, *, today: date | None =
     can be built; a delivery refused is recorded and the others go on.
     """
     say = log or (lambda text: None)
+    chosen = _chosen(recipients if recipients is not None else load_recipients(config.recipients), only)
     cube = Cube(config.warehouse)
     as_of = cube.as_of()
     week = week or default_week(today or date.today())
@@ -143,7 +144,6 @@ def send_weekly(config: Config, week: str | None = None, *, today: date | None =
         run.held = (f"week {week} held: the drop(s) of {missing} are not loaded (the newest drop loaded is "
                     f"{as_of.isoformat()}); the summaries go out once they are, or now with --force")
         return run
-    chosen = _chosen(recipients if recipients is not None else load_recipients(config.recipients), only)
     archive = Archive(config.archive)
     todo = []
     for recipient in chosen:
