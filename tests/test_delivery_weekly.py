@@ -320,3 +320,17 @@ def test_attachments_are_the_files_written(service):
     assert {p.suffix for p in delivery.files} == {".html", ".xlsx"}
     assert load_workbook(io.BytesIO(attachment(got, ".xlsx")[1])).sheetnames
     assert date.fromisoformat(Archive(config.archive).history("weekly")[0].known_at) == date(2006, 3, 17)
+
+
+def test_recipients_of_one_scope_share_one_rendering(service):
+    config, handler = service
+    with open(config.recipients, "a", encoding="utf-8") as recipients:
+        recipients.write("caen-2@example.org;Cellule statistique;region_2005:25\n")
+    run = send_weekly(config, WEEK, only=["caen@example.org", "caen-2@example.org"])
+    assert [d.status for d in run.deliveries] == ["sent", "sent"]
+    first, second = run.deliveries
+    assert first.files == second.files  # written once, attached to both
+    got = by_recipient(handler)
+    digests = [[d["sha256"] for d in attachment_digests(got[to])] for to in ("caen@example.org", "caen-2@example.org")]
+    assert digests[0] == digests[1]
+    assert sorted(p.name for p in (config.output / "hebdo" / WEEK / "caen-2@example.org").iterdir()) == ["message.html"]

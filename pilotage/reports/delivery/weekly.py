@@ -156,15 +156,18 @@ def send_weekly(config: Config, week: str | None = None, *, today: date | None =
 
     generated_at = datetime.now().replace(microsecond=0)
     folder = Path(config.output) / "hebdo" / week
+    rendered: dict[str, tuple[list[Path], list[Section]]] = {}  # by scope: recipients of one scope share
     with cube.reading():
-        summaries = [_summary(cube, archive, recipient, week, as_of, folder, generated_at) for recipient in todo]
+        summaries = [_summary(cube, archive, recipient, week, as_of, folder, generated_at, rendered)
+                     for recipient in todo]
     from pilotage.reports.images import chart_pngs
 
-    say(f"drawing {sum(len(s.sections) for s in summaries)} chart(s)")
-    images = iter(chart_pngs([section.chart for s in summaries for section in s.sections]))
+    charts = {id(section.chart): section.chart for s in summaries for section in s.sections}
+    say(f"drawing {len(charts)} chart(s)")
+    drawn = dict(zip(charts, chart_pngs(list(charts.values()))))
     sent = 0
     for summary in summaries:
-        pngs = [next(images) for _ in summary.sections]
+        pngs = [drawn[id(section.chart)] for section in summary.sections]
         message = build_weekly_message(config.sender, summary.recipient, summary.recipient.scope_label, week,
                                        summary.body, pngs, summary.files)
         if dry_run:
@@ -196,17 +199,26 @@ class _Summary:
 
 
 def _summary(cube: Cube, archive: Archive, recipient: Recipient, week: str, as_of: date, folder: Path,
-             generated_at: datetime) -> _Summary:
-    """One recipient's message, ready to send: its files written, its body rendered."""
+             generated_at: datetime, rendered: dict[str, tuple[list[Path], list[Section]]]) -> _Summary:
+    """One recipient's message, ready to send: its files written, its body rendered.
+
+    The reports of a scope are rendered once per run (`rendered`): recipients
+    with the same scope get the same files; their bodies differ only by the
+    revisions, which depend on what each was sent before.
+    """
     out = folder / _slug(recipient.address)
-    parts: list[Section] = []
-    files: list[Path] = []
-    for name, regions, geography in reports_for(recipient):
-        report = get_report(name, None, cube.catalog)
-        prepared: list[Prepared] = prepare_views(cube, name, region=regions, geography=geography, week=week,
-                                                 scope=recipient.scope, generated_at=generated_at)
-        files += write_views(prepared, out_dir=out)
-        parts += sections(report, prepared, first_cid=len(parts))
+    out.mkdir(parents=True, exist_ok=True)
+    if str(recipient.scope) not in rendered:
+        parts: list[Section] = []
+        files: list[Path] = []
+        for name, regions, geography in reports_for(recipient):
+            report = get_report(name, None, cube.catalog)
+            prepared: list[Prepared] = prepare_views(cube, name, region=regions, geography=geography, week=week,
+                                                     scope=recipient.scope, generated_at=generated_at)
+            files += write_views(prepared, out_dir=out)
+            parts += sections(report, prepared, first_cid=len(parts))
+        rendered[str(recipient.scope)] = (files, parts)
+    files, parts = rendered[str(recipient.scope)]
     figures, revisions = _revisions(cube, archive, recipient, week)
     subject = week_subject(recipient.scope_label, week)
     end = min(week_bounds(week)[1], as_of)
