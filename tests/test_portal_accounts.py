@@ -512,3 +512,45 @@ def test_threads_share_an_accounts_object(accounts, caen):
         thread.join()
     assert not errors and found == [user.id] * 400
     assert len(accounts.audit_log(limit=None, event="query")) == 400
+
+
+# -- what the command line shows -------------------------------------------------------------------
+
+def test_admin_cli_tables_and_passwords_file(accounts, caen, tmp_path, clock):
+    from datetime import datetime, timezone
+
+    from pilotage.portal.admin_cli import (format_audit, format_orgs, format_users, import_users_with_passwords,
+                                           parse_since, user_rows)
+
+    _active(accounts)
+    path = tmp_path / "users.csv"
+    _users_csv(path, 20, orgs=("DR Basse-Normandie",))
+    passwords = tmp_path / "passwords.csv"
+    assert import_users_with_passwords(accounts, path, passwords, by="cli:test") == 20
+    assert stat.S_IMODE(os.stat(passwords).st_mode) == 0o600
+    lines = passwords.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "login;one_time_password" and len(lines) == 21
+    login, password = lines[5].split(";")
+    assert accounts.authenticate(login, password, "10.0.0.1").login == login
+    # an existing passwords file is never overwritten; a failed import leaves no file
+    with pytest.raises(AccountsError, match="already exists"):
+        import_users_with_passwords(accounts, path, passwords)
+    with pytest.raises(AccountsError, match="line 2: user user0@example.org already exists"):
+        import_users_with_passwords(accounts, path, tmp_path / "again.csv")
+    assert not (tmp_path / "again.csv").exists()
+    accounts.disable_user("user1@example.org")
+    table = format_users(accounts.users())
+    assert "21 user(s)" in table and "disabled" in table and "one-time password" in table
+    assert {r["state"] for r in user_rows(accounts.users())} == {"active", "disabled", "one-time password"}
+    assert "DR Basse-Normandie  regional_service  region_2005:25  21" in format_orgs(accounts.orgs(),
+                                                                                   accounts.user_counts())
+    assert format_users([]) == "no user" and format_orgs([]) == "no organisation"
+    assert "user_disabled  user1@example.org" in format_audit(accounts.audit_log(1))
+    added = accounts.audit_log(1, login="user19@example.org", event="user_added")
+    assert '{"by":"cli:test","org":"DR Basse-Normandie"' in format_audit(added)
+    now = datetime(2006, 3, 14, 12, tzinfo=timezone.utc)
+    assert parse_since("12h", now) == datetime(2006, 3, 14, tzinfo=timezone.utc)
+    assert parse_since("2006-03-01") == datetime(2006, 3, 1, tzinfo=timezone.utc)
+    assert parse_since(None) is None
+    with pytest.raises(AccountsError, match="--since 'hier'"):
+        parse_since("hier")

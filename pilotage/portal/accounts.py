@@ -317,7 +317,7 @@ class Accounts:
                 raise AccountsError(f"organisation {name!r} already exists (id {existing['id']})")
             org_id = db.execute("INSERT INTO orgs (name, name_key, type, scope, created_at) VALUES (?, ?, ?, ?, ?)",
                                 (name, _key(name), type_, str(scope), self._iso())).lastrowid
-            self._audit(db, "org_added", None, None, {"org": name, "type": type_, "scope": str(scope), "by": by})
+            self._audit(db, "org_added", None, None, {"by": by, "org": name, "type": type_, "scope": str(scope)})
         return Org(org_id, name, type_, scope)
 
     def import_orgs(self, csv_path: str | os.PathLike, *, skip_existing: bool = False,
@@ -358,7 +358,7 @@ class Accounts:
                     raise AccountsError(f"organisation {old['name']!r} already exists{differs} (id {old['id']})"
                                         + ("" if differs else "; skip_existing to leave it"), path, line)
             db.executemany("INSERT INTO orgs (name, name_key, type, scope, created_at) VALUES (?, ?, ?, ?, ?)", new)
-            self._audit(db, "org_added", None, None, {"import": str(path), "count": len(new), "by": by})
+            self._audit(db, "org_added", None, None, {"by": by, "import": str(path), "count": len(new)})
         return len(new)
 
     def org(self, name_or_id: str | int | Org) -> Org:
@@ -404,7 +404,7 @@ class Accounts:
             db.execute("INSERT INTO users (login, name, org_id, role, password, password_expires, must_change, "
                        "created_at) VALUES (?, ?, ?, ?, ?, ?, 1, ?)",
                        (login, name, org_row["id"], role, stored, expires, self._iso()))
-            self._audit(db, "user_added", login, None, {"org": org_row["name"], "role": role, "by": by})
+            self._audit(db, "user_added", login, None, {"by": by, "org": org_row["name"], "role": role})
         return self.user(login), password
 
     def import_users(self, csv_path: str | os.PathLike, *, skip_existing: bool = False,
@@ -462,8 +462,9 @@ class Accounts:
                 password = one_time_password()
                 passwords.append((login, password))
                 new.append((login, name, org_row["id"], role, _one_time_hash(password), expires, created))
-                events.append((created, "user_added", login, None, json.dumps(
-                    {"org": org_row["name"], "role": role, "import": str(path), "by": by}, ensure_ascii=False)))
+                detail = {"by": by, "org": org_row["name"], "role": role, "import": str(path)}
+                events.append((created, "user_added", login, None,
+                               json.dumps({k: v for k, v in detail.items() if v is not None}, ensure_ascii=False)))
             db.executemany("INSERT INTO users (login, name, org_id, role, password, password_expires, must_change, "
                            "created_at) VALUES (?, ?, ?, ?, ?, ?, 1, ?)", new)
             db.executemany("INSERT INTO audit (at, event, login, address, detail) VALUES (?, ?, ?, ?, ?)", events)
