@@ -241,14 +241,19 @@ class Accounts:
     """The accounts file (created if missing). Safe to share between threads."""
 
     def __init__(self, path: str | os.PathLike, *, clock: Callable[[], float] = time.time,
-                 hasher: PasswordHasher | None = None, idle_minutes: float | None = None):
-        """`hasher`: argon2 parameters (default argon2-cffi's); `idle_minutes`: close sessions unused that long."""
+                 hasher: PasswordHasher | None = None, idle_minutes: float | None = None,
+                 max_hashing: int | None = None):
+        """`hasher`: argon2 parameters (default argon2-cffi's: 64 MiB, ~0.1 s a verification);
+        `idle_minutes`: close sessions unused that long; `max_hashing`: argon2 computations at once
+        (default: the number of CPUs; the others wait: bounded memory under a storm of logins).
+        """
         self.path = Path(path)
         self.clock = clock
         self.hasher = hasher or PasswordHasher()
         self.idle = None if idle_minutes is None else idle_minutes * 60.0
         self._local = threading.local()
         self._dummy: str | None = None
+        self._hashing = threading.BoundedSemaphore(max_hashing or os.cpu_count() or 2)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self.path.exists():
             self.path.touch(mode=0o600)  # SQLite gives its -wal and -shm files the same permissions
@@ -539,7 +544,7 @@ class Accounts:
         row = self._connect().execute("SELECT password FROM users WHERE id = ?", (user_id,)).fetchone()
         if self._verify(row["password"], new_password):
             raise AccountsError("the new password must differ from the current one")
-        stored = self.hasher.hash(new_password)
+        stored = self._hash(new_password)
         with self._write() as db:
             db.execute("UPDATE users SET password = ?, password_expires = NULL, must_change = 0, "
                        "password_changed_at = ? WHERE id = ?", (stored, self._iso(), user_id))
@@ -597,7 +602,7 @@ class Accounts:
         if not row["password"].startswith(_ONE_TIME):
             try:
                 if self.hasher.check_needs_rehash(row["password"]):
-                    rehash = self.hasher.hash(password)
+                    rehash = self._hash(password)
             except InvalidHashError:
                 pass
         with self._write() as db:
@@ -638,17 +643,23 @@ class Accounts:
             self._dummy_verify(password)  # as long as an argon2 verification
             return right
         try:
-            return self.hasher.verify(stored, password)
+            with self._hashing:
+                return self.hasher.verify(stored, password)
         except (VerificationError, InvalidHashError):
             return False
 
     def _dummy_verify(self, password: str) -> None:
         if self._dummy is None:
-            self._dummy = self.hasher.hash(secrets.token_urlsafe(16))
+            self._dummy = self._hash(secrets.token_urlsafe(16))
         try:
-            self.hasher.verify(self._dummy, password)
+            with self._hashing:
+                self.hasher.verify(self._dummy, password)
         except (VerificationError, InvalidHashError):
             pass
+
+    def _hash(self, password: str) -> str:
+        with self._hashing:
+            return self.hasher.hash(password)
 
     # -- sessions --------------------------------------------------------------------------------
 
@@ -940,15 +951,20 @@ def _org_type(type_) -> str:
 def _scope_of(scope) -> Scope:
     if isinstance(scope, Scope):
         return scope
-    from pilotage.reports.delivery.recipients import parse_scope
-
     if not str(scope or "").strip():
         raise AccountsError("missing scope (national, region_2005:<codes>, region_2016:<codes> or "
                             "department:<codes>; names allowed, e.g. region_2016:Normandie)")
     try:
-        return parse_scope(str(scope))
+        return _parsed_scope(str(scope).strip())
     except ScopeError as exc:
         raise AccountsError(f"scope: {exc}") from None
+
+
+@lru_cache(maxsize=4096)
+def _parsed_scope(text: str) -> Scope:
+    from pilotage.reports.delivery.recipients import parse_scope
+
+    return parse_scope(text)
 
 
 @lru_cache(maxsize=4096)
