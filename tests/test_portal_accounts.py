@@ -481,6 +481,19 @@ def test_audit_log_of_logins(accounts, caen, clock):
         accounts.audit("Drop Table")
 
 
+def test_purge(accounts, caen, clock):
+    user = _active(accounts)
+    accounts.open_session(user, "10.0.0.1", hours=1)
+    kept = accounts.open_session(user, "10.0.0.1", hours=48)
+    _refused(accounts, "nobody@example.org", "guess")
+    clock.advance(2 * 86400 - 60)
+    accounts.audit("query", user.login)
+    assert accounts.purge() == {"sessions": 1, "failures": 1, "lockouts": 1}
+    assert accounts.session(kept.token) is not None
+    assert accounts.purge(audit_days=1)["audit"] > 0
+    assert [e["event"] for e in accounts.audit_log()] == ["query"]
+
+
 # -- the file --------------------------------------------------------------------------------------
 
 def test_the_file(tmp_path, accounts):

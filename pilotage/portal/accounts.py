@@ -817,16 +817,21 @@ class Accounts:
                  "detail": None if row["detail"] is None else json.loads(row["detail"])}
                 for row in self._connect().execute(sql, args)]
 
-    def purge(self) -> dict[str, int]:
-        """Delete what has expired: sessions, old failures and lockouts. The audit log is kept."""
+    def purge(self, audit_days: float | None = None) -> dict[str, int]:
+        """Delete what has expired: sessions, old failures and lockouts; the audit log older than `audit_days`
+        if given (kept whole otherwise). How many rows of each."""
         now = self._now()
         with self._write() as db:
-            return {
+            deleted = {
                 "sessions": db.execute("DELETE FROM sessions WHERE expires <= ?", (now,)).rowcount,
                 "failures": db.execute("DELETE FROM failures WHERE at < ?", (now - ADDRESS_WINDOW,)).rowcount,
                 "lockouts": db.execute("DELETE FROM lockouts WHERE last_at < ?",
                                        (now - ACCOUNT_MAX_DELAY - ACCOUNT_WINDOW,)).rowcount,
             }
+            if audit_days is not None:
+                deleted["audit"] = db.execute("DELETE FROM audit WHERE at < ?",
+                                              (self._iso(now - audit_days * 86400),)).rowcount
+        return deleted
 
     def _iso(self, at: float | None = None) -> str:
         return _datetime(self._now() if at is None else at).isoformat(timespec="milliseconds")
