@@ -567,3 +567,81 @@ def test_admin_cli_tables_and_passwords_file(accounts, caen, tmp_path, clock):
     assert parse_since(None) is None
     with pytest.raises(AccountsError, match="--since 'hier'"):
         parse_since("hier")
+
+
+# -- the commands (pilotage orgs|users|audit), once the command line has them ----------------------
+
+_CONFIG = """
+[paths]
+warehouse = "w.duckdb"
+drops = "drops"
+output = "out"
+recipients = "recipients.csv"
+
+[smtp]
+host = "smtp.example.org"
+security = "ssl"
+user = "pilotage"
+password_env = "PILOTAGE_SMTP_PASSWORD"
+
+[mail]
+sender = "Pilotage <pilotage@example.org>"
+"""
+
+
+def test_commands(tmp_path, monkeypatch):
+    from pilotage.cli import main
+
+    if "users" not in main.commands:
+        pytest.skip("pilotage users|orgs|audit are not in the command line yet")
+    check_commands(main, tmp_path, monkeypatch)
+
+
+def check_commands(main, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    (tmp_path / "pilotage.toml").write_text(_CONFIG, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args):
+        result = CliRunner().invoke(main, list(args))
+        if result.exception and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return result
+
+    result = run("orgs", "add", "DR Basse-Normandie", "--type", "regional_service", "--scope", "region_2005:25")
+    assert result.exit_code == 0 and "region_2005:25" in result.output
+    result = run("orgs", "add", "X", "--type", "ministry", "--scope", "national")
+    assert result.exit_code == 2 and "unknown organisation type 'ministry'" in result.output
+    (tmp_path / "orgs.csv").write_text("name;type;scope\nAgence de Caen;local_agency;department:Calvados\n"
+                                       "DGEFP;national_service;national\n", encoding="utf-8")
+    result = run("orgs", "import", "orgs.csv")
+    assert result.exit_code == 0 and "2 organisation(s) added" in result.output
+    assert "department:14" in run("orgs", "list").output
+    assert run("orgs", "list", "--format", "csv").output.startswith("id;name;type;scope;users\n")
+    result = run("users", "add", "Jean.Dupont@example.org", "--name", "Jean Dupont", "--org", "dr basse-normandie",
+                 "--role", "analyst")
+    assert result.exit_code == 0 and "one-time password: " in result.output
+    _users_csv(tmp_path / "users.csv", 50, orgs=("Agence de Caen",))
+    result = run("users", "import", "users.csv", "-o", "passwords.csv")
+    assert result.exit_code == 0 and "50 user(s) added" in result.output
+    assert stat.S_IMODE(os.stat(tmp_path / "passwords.csv").st_mode) == 0o600
+    result = run("users", "import", "users.csv", "-o", "passwords.csv")
+    assert result.exit_code == 2 and "passwords.csv: already exists" in result.output
+    result = run("users", "import", "users.csv", "-o", "again.csv")
+    assert result.exit_code == 2 and "users.csv, line 2: user user0@example.org already exists" in result.output
+    assert not (tmp_path / "again.csv").exists()
+    assert "50 user(s)" in run("users", "list", "--org", "Agence de Caen").output
+    assert '"login": "jean.dupont@example.org"' in run("users", "list", "--format", "json").output
+    assert run("users", "disable", "user1@example.org").exit_code == 0
+    assert run("users", "enable", "user1@example.org").exit_code == 0
+    result = run("users", "reset", "user2@example.org")
+    assert result.exit_code == 0 and "one-time password for user2@example.org" in result.output
+    result = run("users", "reset", "nobody@example.org")
+    assert result.exit_code == 2 and "unknown user" in result.output
+    result = run("audit", "--limit", "5")
+    assert result.exit_code == 0 and "password_reset" in result.output and '{"by":"cli' in result.output
+    assert run("audit", "--event", "user_disabled", "--since", "1d", "--format", "csv").output.count(
+        "user_disabled") == 1
+    result = run("audit", "--since", "yesterday")
+    assert result.exit_code == 2 and "--since 'yesterday'" in result.output
