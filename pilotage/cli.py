@@ -603,5 +603,44 @@ def daily(ctx, config_path, today, weekly) -> None:
     ctx.exit(result.exit_code)
 
 
+@main.command()
+@_config_option
+@click.option("--host", default=None, help="Address to listen on (default 127.0.0.1: this machine only).")
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--certfile", type=click.Path(exists=True, dir_okay=False), help="TLS certificate (PEM): serve HTTPS.")
+@click.option("--keyfile", type=click.Path(exists=True, dir_okay=False), help="TLS private key (PEM).")
+@click.option("--workers", type=int, default=1, show_default=True, hidden=True)
+@click.pass_context
+@_guard
+def serve(ctx, config_path, host, port, certfile, keyfile, workers) -> None:
+    """Serve the web portal: authenticated, each user in the scope of their organisation.
+
+    Without a certificate it listens on this machine only (127.0.0.1), unless
+    --host says otherwise: put it behind an HTTPS proxy, or give --certfile
+    and --keyfile.
+
+    Example: pilotage serve --host 0.0.0.0 --port 8443 --certfile cert.pem --keyfile key.pem
+    """
+    import uvicorn
+
+    from pilotage.portal.app import PortalSettings, create_app
+
+    if bool(certfile) != bool(keyfile):
+        raise click.UsageError("give both --certfile and --keyfile, or neither")
+    config = _config(config_path)
+    https = bool(certfile)
+    host = host or "127.0.0.1"
+    if not https:
+        click.echo(f"no certificate: serving plain HTTP on {host}:{port}"
+                   + (" (this machine only)" if host in ("127.0.0.1", "localhost", "::1") else
+                      " -- WARNING: passwords and figures travel unencrypted; use --certfile/--keyfile or a proxy"),
+                   err=True)
+    settings = PortalSettings(warehouse=config.warehouse, accounts=config.portal_accounts,
+                              cache=config.output / "portal-cache", alerts=config.alerts, https=https,
+                              session_hours=config.session_hours)
+    uvicorn.run(create_app(settings), host=host, port=port, ssl_certfile=certfile, ssl_keyfile=keyfile,
+                log_level="info", proxy_headers=False, server_header=False)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -78,6 +78,12 @@ class Config:
     sender: str
     weekday: int  # 0 = Monday, as date.weekday()
     path: Path | None = None
+    portal_database: Path | None = None  # organisations, users, sessions, audit (default <output>/portal.sqlite)
+    session_hours: float = 8.0  # a portal session's lifetime
+
+    @property
+    def portal_accounts(self) -> Path:
+        return self.portal_database or self.output / "portal.sqlite"
 
     @property
     def weekday_name(self) -> str:
@@ -90,6 +96,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "smtp": ("host", "port", "security", "user", "password_env", "timeout", "attempts", "backoff"),
     "mail": ("sender",),
     "weekly": ("weekday",),
+    "portal": ("database", "session_hours"),
 }
 
 
@@ -180,6 +187,8 @@ def parse_config(data: Mapping, path: Path | None = None) -> Config:
         sender=sender,
         weekday=_weekday(r, "weekly.weekday"),
         path=path,
+        portal_database=place("portal.database", required=False),
+        session_hours=r.number("portal.session_hours", 8.0, minimum=0.05),
     )
 
 
@@ -234,7 +243,7 @@ class _Reader:
         if value is None:
             return default
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value < minimum:
-            raise ConfigError(key, f"must be a number of seconds >= {minimum}, not {value!r}", self.path)
+            raise ConfigError(key, f"must be a number >= {minimum}, not {value!r}", self.path)
         return float(value)
 
 
@@ -270,4 +279,8 @@ sender = "Pilotage <pilotage@example.org>"
 
 [weekly]
 weekday = "monday"                   # day the weekly summaries go out (monday..sunday, or lundi..dimanche)
+
+[portal]
+# database = "out/portal.sqlite"     # organisations, users, sessions, audit log (default: in the output folder)
+session_hours = 8                    # a session's lifetime
 """
