@@ -73,6 +73,10 @@ def _service_exit_code(exc: Exception) -> int | None:
     from pilotage.reports.delivery.weekly import WeeklyError
     from pilotage.reports.images import ImageError
 
+    from pilotage.portal.accounts import AccountsError
+
+    if isinstance(exc, AccountsError):
+        return EXIT_CONFIG
     if isinstance(exc, DailyBusy):
         return EXIT_BUSY
     if isinstance(exc, (ConfigError, RecipientsError, WeeklyError)):
@@ -640,6 +644,215 @@ def serve(ctx, config_path, host, port, certfile, keyfile, workers) -> None:
                               session_hours=config.session_hours)
     uvicorn.run(create_app(settings), host=host, port=port, ssl_certfile=certfile, ssl_keyfile=keyfile,
                 log_level="info", proxy_headers=False, server_header=False)
+
+
+# -- the portal's accounts: organisations, users, the audit log ------------------------------------
+
+_ORG_TYPES_HELP = "local_agency, payment_office, regional_service or national_service"
+_SCOPE_HELP = "national, region_2005:25,23, region_2016:Normandie, department:14,50 (codes or names)"
+
+
+def _accounts(config_path: str | None):
+    """The portal's accounts file (the configuration's portal.database, default <output>/portal.sqlite)."""
+    from pilotage.portal.accounts import Accounts
+
+    return Accounts(_config(config_path).portal_accounts)
+
+
+def _operator() -> str:
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # noqa: BLE001 -- no user name: say so
+        return "cli"
+
+
+@main.group()
+def orgs() -> None:
+    """The portal's organisations: a name, a type and a scope, which their users see."""
+
+
+@orgs.command("add")
+@_config_option
+@click.argument("name")
+@click.option("--type", "type_", required=True, help=f"One of {_ORG_TYPES_HELP}.")
+@click.option("--scope", required=True, help=f"What its users see: {_SCOPE_HELP}.")
+@_guard
+def orgs_add(config_path, name, type_, scope) -> None:
+    """Add an organisation.
+
+    Example: pilotage orgs add "DR Basse-Normandie" --type regional_service --scope region_2005:25
+    """
+    org = _accounts(config_path).add_org(name, type_, scope, by=_operator())
+    click.echo(f"organisation {org.id} added: {org.name} ({org.type}, {org.scope})")
+
+
+@orgs.command("import")
+@_config_option
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--skip-existing", is_flag=True,
+              help="Leave the organisations that exist already with the same type and scope.")
+@_guard
+def orgs_import(config_path, csv_file, skip_existing) -> None:
+    """Add the organisations of a CSV file `name;type;scope` (UTF-8, a header line): all, or none if a line is wrong.
+
+    Example: pilotage orgs import organisations.csv
+    """
+    count = _accounts(config_path).import_orgs(csv_file, skip_existing=skip_existing, by=_operator())
+    click.echo(f"{count} organisation(s) added")
+
+
+@orgs.command("list")
+@_config_option
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@_guard
+def orgs_list(config_path, fmt) -> None:
+    """The organisations, their type, scope and number of users.
+
+    Example: pilotage orgs list --format csv
+    """
+    from pilotage.portal.admin_cli import ORG_COLUMNS, format_orgs, org_rows
+
+    accounts = _accounts(config_path)
+    _echo_rows(org_rows(accounts.orgs(), accounts.user_counts()), ORG_COLUMNS, fmt, format_orgs)
+
+
+@main.group()
+def users() -> None:
+    """The portal's users: an email address, an organisation and a role (reader, analyst, admin)."""
+
+
+@users.command("add")
+@_config_option
+@click.argument("login")
+@click.option("--name", default="", help="The person's name.")
+@click.option("--org", required=True, help="The organisation's name or id.")
+@click.option("--role", type=click.Choice(["reader", "analyst", "admin"]), default="reader", show_default=True)
+@_guard
+def users_add(config_path, login, name, org, role) -> None:
+    """Add a user; prints the one-time password to give them (changed at the first login).
+
+    Example: pilotage users add jean.dupont@example.org --name "Jean Dupont" --org "DR Basse-Normandie" --role analyst
+    """
+    from pilotage.portal.accounts import ONE_TIME_DAYS
+
+    user, password = _accounts(config_path).add_user(login, name, org, role, by=_operator())
+    click.echo(f"{user.login} added to {user.org.name} as {user.role}")
+    click.echo(f"one-time password: {password}  (valid {ONE_TIME_DAYS:.0f} days, to be changed at the first login)")
+
+
+@users.command("import")
+@_config_option
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--passwords", "-o", "passwords_file", required=True, type=click.Path(dir_okay=False),
+              help="A new file for the one-time passwords (login;one_time_password), readable by you only.")
+@click.option("--skip-existing", is_flag=True,
+              help="Leave the users that exist already with the same organisation and role.")
+@_guard
+def users_import(config_path, csv_file, passwords_file, skip_existing) -> None:
+    """Add the users of a CSV file `login;name;org;role` (UTF-8, a header line): all, or none if a line is wrong.
+
+    Each gets a one-time password, written to the --passwords file (to hand
+    out, then delete), changed at the first login.
+
+    Example: pilotage users import utilisateurs.csv -o mots-de-passe.csv
+    """
+    from pilotage.portal.admin_cli import import_users_with_passwords
+
+    count = import_users_with_passwords(_accounts(config_path), csv_file, passwords_file,
+                                        skip_existing=skip_existing, by=_operator())
+    click.echo(f"{count} user(s) added; their one-time passwords are in {passwords_file}")
+
+
+@users.command("list")
+@_config_option
+@click.option("--org", help="Only this organisation's users (name or id).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@_guard
+def users_list(config_path, org, fmt) -> None:
+    """The users: organisation, role, state (active, one-time password, disabled), last login.
+
+    Example: pilotage users list --org "DR Basse-Normandie"
+    """
+    from pilotage.portal.admin_cli import USER_COLUMNS, format_users, user_rows
+
+    _echo_rows(user_rows(_accounts(config_path).users(org)), USER_COLUMNS, fmt, format_users)
+
+
+@users.command("disable")
+@_config_option
+@click.argument("login")
+@_guard
+def users_disable(config_path, login) -> None:
+    """Refuse a user's logins from now on; closes their sessions, revokes their API tokens.
+
+    Example: pilotage users disable jean.dupont@example.org
+    """
+    _accounts(config_path).disable_user(login, by=_operator())
+    click.echo(f"{login.strip().lower()} disabled: sessions closed, API tokens revoked")
+
+
+@users.command("enable")
+@_config_option
+@click.argument("login")
+@_guard
+def users_enable(config_path, login) -> None:
+    """Accept a disabled user's logins again (their former API tokens stay revoked).
+
+    Example: pilotage users enable jean.dupont@example.org
+    """
+    _accounts(config_path).enable_user(login, by=_operator())
+    click.echo(f"{login.strip().lower()} enabled")
+
+
+@users.command("reset")
+@_config_option
+@click.argument("login")
+@_guard
+def users_reset(config_path, login) -> None:
+    """A new one-time password for a user (forgotten password, lockout); closes their sessions.
+
+    Example: pilotage users reset jean.dupont@example.org
+    """
+    from pilotage.portal.accounts import ONE_TIME_DAYS
+
+    password = _accounts(config_path).reset_password(login, by=_operator())
+    click.echo(f"one-time password for {login.strip().lower()}: {password}  "
+               f"(valid {ONE_TIME_DAYS:.0f} days, to be changed at the first login)")
+
+
+@users.command("token")
+@_config_option
+@click.argument("login")
+@click.option("--label", default="api", show_default=True, help="What the token is for.")
+@_guard
+def users_token(config_path, login, label) -> None:
+    """A personal API token for a user's tools (shown once): `Authorization: Bearer <token>`.
+
+    Example: pilotage users token jean.dupont@example.org --label "tableau de bord R"
+    """
+    token = _accounts(config_path).create_token(login, label)
+    click.echo(token)
+
+
+@main.command()
+@_config_option
+@click.option("--login", help="Only this user's events.")
+@click.option("--event", help="Only this event: login, login_failed, logout, password_changed, query, export, ...")
+@click.option("--since", help="From this date or time (UTC), or this long ago: 2006-03-14, 12h, 7d.")
+@click.option("--limit", type=int, default=100, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@_guard
+def audit(config_path, login, event, since, limit, fmt) -> None:
+    """The portal's audit log (logins, failed logins, queries, exports, administration), newest first.
+
+    Example: pilotage audit --event login_failed --since 1d
+    """
+    from pilotage.portal.admin_cli import AUDIT_COLUMNS, audit_rows, format_audit, parse_since
+
+    entries = _accounts(config_path).audit_log(limit, login=login, event=event, since=parse_since(since))
+    _echo_rows(audit_rows(entries), AUDIT_COLUMNS, fmt, format_audit)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -143,6 +143,9 @@ class _Portal:
             if refused.reason == "throttled":
                 wait = f" Réessayez dans {int(refused.retry_after or 60) // 60 + 1} min." if refused.retry_after else ""
                 return self._login_page(next_page, "Trop de tentatives." + wait, login, status=429)
+            if refused.reason == "expired":
+                return self._login_page(next_page, "Mot de passe provisoire expiré : demandez-en un nouveau à "
+                                        "votre administrateur.", login, status=401)
             return self._login_page(next_page, "Adresse ou mot de passe incorrect.", login, status=401)
         session = await run_in_threadpool(self.accounts.open_session, user, address, self.settings.session_hours)
         target = "/password" if user.must_change else (next_page if next_page.startswith("/") and
@@ -164,8 +167,8 @@ class _Portal:
     async def logout(self, request: Request) -> Response:
         identity = await self.identity(request, password_page=True)
         if identity.session:
-            await run_in_threadpool(self.accounts.close_session, identity.session.token)
-        self.audit(request, identity, "logout")
+            await run_in_threadpool(self.accounts.close_session, identity.session.token,
+                                    security.client_address(request))  # records the logout
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(security.SESSION_COOKIE, path="/")
         return response
@@ -191,7 +194,7 @@ class _Portal:
                                             keep_session=identity.session.token if identity.session else None,
                                             address=security.client_address(request)))
         except AccountsError as exc:
-            return self.page("password.html", identity, "password", 400, message=str(exc))
+            return self.page("password.html", identity, "password", 400, message=_password_problem(exc))
         return RedirectResponse("/", status_code=303)
 
     # -- pages ------------------------------------------------------------------------------------
@@ -395,6 +398,22 @@ def _json(row: dict) -> dict:
 
     return {k: (float(v) if isinstance(v, Decimal) else v.isoformat() if isinstance(v, date) else v)
             for k, v in row.items()}
+
+
+def _password_problem(exc) -> str:
+    """The password policy's refusal, in French for the page."""
+    problem = getattr(exc, "problem", str(exc)).lower()
+    if "too short" in problem:
+        return "Le nouveau mot de passe doit compter 12 caractères au moins."
+    if "too long" in problem:
+        return "Le nouveau mot de passe est trop long."
+    if "differ" in problem:
+        return "Le nouveau mot de passe doit différer de l'actuel."
+    if "login" in problem:
+        return "Le nouveau mot de passe ne doit pas reprendre votre adresse."
+    if "few characters" in problem:
+        return "Le nouveau mot de passe doit compter au moins 4 caractères différents."
+    return "Ce mot de passe n'est pas accepté : choisissez-en un plus long et plus varié."
 
 
 def _within(inner, outer) -> bool:
