@@ -299,3 +299,33 @@ def test_api_token_for_tools(portal):
     assert {r["department"]: r["entries"] for r in answer.json()["rows"]} == {"14": 1, "50": 1, "61": 0}
     bad = c.post("/api/query", json={"measures": ["nope"]}, headers=headers)
     assert bad.status_code == 400 and "nope" in bad.json()["error"]
+
+
+def test_a_new_drop_shows_once_it_has_landed(portal, warehouse, tmp_path):
+    app, *_ = portal
+    c = login(app, "analyste.caen@example.org")
+    assert 'datetime="2006-03-17"' in c.get("/").text
+    # the daily load of Monday 20 March lands while the portal runs (a copy of the warehouse: shared fixture)
+    import shutil
+
+    from dropkit import warehouse as open_warehouse
+
+    moved = tmp_path / "live.duckdb"
+    shutil.copyfile(warehouse, moved)
+    live_app = create_app(PortalSettings(moved, tmp_path / "portal.sqlite", tmp_path / "cache-live"), portal[1])
+    live = login(live_app, "analyste.caen@example.org")
+    assert 'datetime="2006-03-17"' in live.get("/").text
+    drop = write_drop(tmp_path / "drops", "2006-03-20", {"contracts.csv": [contract("C9", department="14",
+                                                                                 start="2006-03-20")]})
+    assert load(moved, drop).ok and open_warehouse(moved).path == moved
+    explorer = live.get("/explorer/export.csv?measure=entries&by=department&from=2006-03-20&to=2006-03-20")
+    assert numbers(explorer.text)["14"] == 1  # queries answer from the new state at once
+    # the dashboard is rebuilt aside (the previous one, dated, is shown meanwhile), then the new date shows
+    import time
+
+    for _ in range(100):
+        if 'class="as-of-date" datetime="2006-03-20"' in live.get("/").text:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the new data date never showed on the dashboard")

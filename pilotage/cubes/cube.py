@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import date
@@ -69,16 +70,33 @@ class Cube:
         self.warehouse = warehouse if isinstance(warehouse, Warehouse) else Warehouse(warehouse)
         self.catalog = catalog or load_catalog()
         self._compiled: OrderedDict[Request, Compiled] = OrderedDict()
-        self._con = None
+        self._local = threading.local()  # a `reading()` block's connection, per thread (the portal shares a Cube)
+        self._compiling = threading.Lock()
+
+    @property
+    def _con(self):
+        return getattr(self._local, "con", None)
+
+    @_con.setter
+    def _con(self, con) -> None:
+        self._local.con = con
 
     @contextlib.contextmanager
-    def reading(self) -> Iterator["Cube"]:
+    def reading(self, threads: int | None = None) -> Iterator["Cube"]:
         """Keep one read-only connection for the queries of the block (a report, a page).
 
         Without it each query opens the warehouse (about 20 ms on a large
-        file). Keep the block short: an in-place load waits for it.
+        file). Keep the block short: an in-place load waits for it. Nested
+        blocks share the outer one's connection. `threads` caps DuckDB's
+        threads for the block (background work that must leave the cores to
+        the requests).
         """
+        if self._con is not None:
+            yield self
+            return
         with self.warehouse.connect() as con:
+            if threads:
+                con.execute(f"SET threads = {int(threads)}")
             self._con = con
             try:
                 yield self
@@ -170,9 +188,10 @@ class Cube:
         compiled = self._compiled.get(request)
         if compiled is None:
             compiled = compile_request(request, self.catalog)
-            self._compiled[request] = compiled
-            if len(self._compiled) > 256:
-                self._compiled.popitem(last=False)
+            with self._compiling:  # threads share the cache
+                self._compiled[request] = compiled
+                if len(self._compiled) > 256:
+                    self._compiled.popitem(last=False)
         return compiled
 
     def as_of(self, known_at: date | str | None = None) -> date:

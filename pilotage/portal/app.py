@@ -11,16 +11,20 @@ a new state between two requests.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import threading
 from dataclasses import dataclass
-from functools import partial
 from datetime import date
+from functools import partial
 from pathlib import Path
 
+import anyio
+import anyio.to_thread
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import (FileResponse, HTMLResponse, JSONResponse, RedirectResponse,
                                  Response)
@@ -29,14 +33,19 @@ from starlette.staticfiles import StaticFiles
 
 from pilotage.cubes.model import DIMENSIONS
 from pilotage.portal import security
-from pilotage.portal.content import Content
-from pilotage.portal.explorer import MAX_ROWS, Exploration, ExplorationError, chart_figure, run
+from pilotage.portal.content import Content, DataState
+from pilotage.portal.explorer import MAX_ROWS, Exploration, ExplorationError, chart_figure
 from pilotage.portal.pages import render
 from pilotage.portal.security import Denied, Identity
 from pilotage.reports.periods import week_bounds
 from pilotage.warehouse import Warehouse
 
 STATIC = Path(__file__).parent / "static"
+QUERY_SLOTS = 4
+
+
+async def run_in_threadpool_limited(func, *args, limiter):
+    return await anyio.to_thread.run_sync(partial(func, *args), limiter=limiter)
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,7 @@ class PortalSettings:
     alerts: Path | None = None  # the alert rules (to show the alerts in scope)
     https: bool = False
     session_hours: float = 8.0
+    warm: bool = True  # build every organisation's dashboard ahead of its users, and again after each load
 
 
 def create_app(settings: PortalSettings, accounts=None) -> Starlette:
@@ -80,8 +90,19 @@ def create_app(settings: PortalSettings, accounts=None) -> Starlette:
     async def headers(request: Request, call_next):
         return security.add_headers(await call_next(request), settings.https)
 
+    stop = threading.Event()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        """Keep every organisation's dashboard built for the newest data, in a background thread."""
+        if settings.warm:
+            scopes = (lambda: list({str(o.scope): o.scope for o in accounts.orgs()}.values()))
+            threading.Thread(target=content.warm, args=(scopes, stop), daemon=True, name="pilotage-warm").start()
+        yield
+        stop.set()
+
     app = Starlette(routes=routes, exception_handlers={Denied: on_denied},
-                    middleware=[Middleware(BaseHTTPMiddleware, dispatch=headers)])
+                    middleware=[Middleware(BaseHTTPMiddleware, dispatch=headers)], lifespan=lifespan)
     app.state.portal = portal
     return app
 
@@ -89,12 +110,23 @@ def create_app(settings: PortalSettings, accounts=None) -> Starlette:
 class _Portal:
     def __init__(self, settings: PortalSettings, accounts, content: Content):
         self.settings, self.accounts, self.content = settings, accounts, content
+        # DuckDB work (explorer, API, summaries) at most this many at once: more only thrash 2 cores and
+        # keep the thread pool from the cheap pages
+        self.queries = anyio.CapacityLimiter(QUERY_SLOTS)
+        self.renders = anyio.CapacityLimiter(1)  # a summary rendered on demand: seconds, so one at a time, aside
+
+    async def ask(self, question, scope, state):
+        """An answer from the cache, else computed within the query slots."""
+        cached = self.content.cached_answer(question, scope, state)
+        if cached is not None:
+            return cached
+        return await run_in_threadpool_limited(self.content.answer, question, scope, state, limiter=self.queries)
 
     # -- plumbing --------------------------------------------------------------------------------
 
     async def identity(self, request: Request, role: str = "reader", *, password_page: bool = False,
                        api: bool = False) -> Identity:
-        identity = await run_in_threadpool(security.identify, request, self.accounts)
+        identity = security.identify(request, self.accounts)  # SQLite by key: well under a millisecond
         await security.check_csrf(request, identity)
         return security.require(identity, role, password_page=password_page, api=api)
 
@@ -202,8 +234,9 @@ class _Portal:
     async def dashboard(self, request: Request) -> Response:
         identity = await self.identity(request)
         state = await run_in_threadpool(self.content.state)
-        prepared = await run_in_threadpool(self.content.dashboard, identity.user.scope, state)
-        return self.page("dashboard.html", identity, "dashboard", report=prepared.view, state=state, charts=True)
+        body, prepared = await run_in_threadpool(self.content.dashboard_html, identity.user.scope, state)
+        shown = state if prepared.view.as_of == state.as_of else DataState(prepared.view.as_of, 0)
+        return self.page("dashboard.html", identity, "dashboard", body=body, state=shown, charts=True)
 
     async def summaries(self, request: Request) -> Response:
         identity = await self.identity(request)
@@ -218,7 +251,8 @@ class _Portal:
         state = await run_in_threadpool(self.content.state)
         if fmt not in ("html", "xlsx") or week not in self.content.weeks(state, 53):
             raise Denied(404, "Cette synthèse n'existe pas.")
-        path = await run_in_threadpool(self.content.summary_files, identity.user.scope, week, state, region, fmt)
+        path = await run_in_threadpool_limited(self.content.summary_files, identity.user.scope, week, state, region,
+                                               fmt, limiter=self.renders)
         if path is None:  # a region outside the user's scope: as if it did not exist
             raise Denied(404, "Cette synthèse n'existe pas dans votre périmètre.")
         self.audit(request, identity, "download", f"{week} {region}.{fmt}")
@@ -233,7 +267,8 @@ class _Portal:
         if request.query_params.getlist("measure"):
             try:
                 question = Exploration.from_params(request.query_params, catalog)
-                table = await run_in_threadpool(run, self.content.cube, question, identity.user.scope)
+                state = await run_in_threadpool(self.content.state)
+                table = await self.ask(question, identity.user.scope, state)
             except ExplorationError as exc:
                 context["message"] = str(exc)
             else:
@@ -253,7 +288,8 @@ class _Portal:
             raise Denied(404, "Format inconnu.")
         try:
             question = Exploration.from_params(request.query_params, self.content.cube.catalog)
-            table = await run_in_threadpool(run, self.content.cube, question, identity.user.scope)
+            state = await run_in_threadpool(self.content.state)
+            table = await self.ask(question, identity.user.scope, state)
         except ExplorationError as exc:
             raise Denied(400, str(exc)) from None
         self.audit(request, identity, "export", f"{fmt} {question.query_string()}")
@@ -365,7 +401,8 @@ class _Portal:
             return JSONResponse({"error": "the body is not JSON"}, status_code=400)
         try:
             question = Exploration.from_json(body, self.content.cube.catalog)
-            table = await run_in_threadpool(run, self.content.cube, question, identity.user.scope)
+            state = await run_in_threadpool(self.content.state)
+            table = await self.ask(question, identity.user.scope, state)
         except ExplorationError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         self.audit(request, identity, "query", f"api {question.query_string()}")

@@ -7,7 +7,11 @@ files beside the warehouse:
 
 * `<file>.lock` — one writer at a time (a second load waits or says so);
 * `<file>.gate` — readers hold it shared while they have the file open; a
-  writer that changes the file in place holds it exclusively.
+  writer that changes the file in place holds it exclusively;
+* `<file>.turnstile` — taken for an instant by each reader on its way to the
+  gate, and by an in-place writer until it has the gate: a writer waiting for
+  the readers in flight to finish keeps new ones out, so that a busy portal
+  (readers overlapping without a pause) cannot starve the daily load.
 
 A write session has two modes:
 
@@ -79,6 +83,10 @@ class Warehouse:
     @property
     def gate_path(self) -> Path:
         return self.path.with_name(self.path.name + ".gate")
+
+    @property
+    def turnstile_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".turnstile")
 
     @property
     def work_path(self) -> Path:
@@ -213,14 +221,22 @@ class Warehouse:
 
     @contextlib.contextmanager
     def _gate(self, exclusive: bool, wait: float) -> Iterator[None]:
-        """Readers shared, an in-place writer exclusive."""
+        """Readers shared, an in-place writer exclusive; both through the turnstile (see the module's docstring)."""
         try:
             handle = open(self.gate_path, "a+")
+            turnstile = open(self.turnstile_path, "a+")
         except OSError:  # a read-only folder: no in-place writer can be there either
             yield
             return
         try:
-            if not _flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH, wait):
+            # Blocking: a reader holds it for an instant, a writer only while the readers in flight drain.
+            fcntl.flock(turnstile, fcntl.LOCK_EX)
+            try:
+                entered = _flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH, wait)
+            finally:
+                fcntl.flock(turnstile, fcntl.LOCK_UN)
+                turnstile.close()
+            if not entered:
                 what = "readers still have it open" if exclusive else "a load is changing it"
                 raise WarehouseBusy(f"the warehouse {self.path} is busy ({what}) after {wait:.0f} s")
             yield
