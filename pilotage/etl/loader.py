@@ -25,7 +25,7 @@ import duckdb
 from pilotage.etl import merge
 from pilotage.etl.drop import Drop, DropRefused, drop_date, find_drops, inspect_drop, read_control_fingerprint
 from pilotage.etl.quarantine import gather_rejects, store_rejects
-from pilotage.etl.spec import CONTRACTS, ENVELOPES, FILES, PRESCRIPTIONS
+from pilotage.etl.spec import CONTRACTS, ENVELOPES, FILES, PAYMENTS, PRESCRIPTIONS
 from pilotage.etl.stage import build_line_maps, stage_chunk
 from pilotage.etl.validate import typed_table
 from pilotage.warehouse import Warehouse
@@ -275,7 +275,8 @@ def _file_outcomes(con: duckdb.DuckDBPyConnection, staged) -> dict[int, FileOutc
     rejected = dict(con.sql("SELECT file_id, count(DISTINCT line) FROM _rejects GROUP BY 1").fetchall())
     classes: dict[int, dict[str, int]] = {}
     for file_id, cls, n in con.sql(
-        " UNION ALL ".join(f"SELECT _file_id, _class, count(*) FROM {merge.class_table(s)} GROUP BY 1, 2" for s in FILES)
+        " UNION ALL ".join(merge.payment_counts() if s is PAYMENTS else
+                           f"SELECT _file_id, _class, count(*) FROM {merge.class_table(s)} GROUP BY 1, 2" for s in FILES)
     ).fetchall():
         classes.setdefault(file_id, {})[cls] = n
     outcomes = {}
