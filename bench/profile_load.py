@@ -93,6 +93,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--compare", type=Path, default=None, help="a warehouse to compare the result with")
     parser.add_argument("--sql", action="store_true", help="also time each SQL statement")
+    parser.add_argument("--chunk-mib", type=int, default=None, help="the loader's chunk size (default: its own)")
     args = parser.parse_args()
     from pilotage.etl import drop, loader, merge, quarantine, stage
     from pilotage.warehouse import Warehouse
@@ -123,9 +124,12 @@ def main() -> None:
         leftover.unlink()
     paths = sorted(str(p) for p in drops.iterdir() if p.is_dir())
     started, cpu = time.perf_counter(), time.process_time()
-    result = loader.load_drops(Warehouse(out), paths)
+    options = {"chunk_bytes": args.chunk_mib * 2**20} if args.chunk_mib else {}
+    result = loader.load_drops(Warehouse(out), paths, **options)
     total, cpu = time.perf_counter() - started, time.process_time() - cpu
-    print(f"{len(result.drops)} drops, {len(result.refused)} refused, {total:.2f} s, CPU {cpu:.2f} s")
+    hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))
+    print(f"{len(result.drops)} drops, {len(result.refused)} refused, {total:.2f} s, CPU {cpu:.2f} s, "
+          f"peak {int(hwm.split()[1]) / 1024:.0f} MiB")
     for name, seconds in sorted(TIMES.items(), key=lambda kv: -kv[1]):
         print(f"  {name:40s} {seconds:7.2f}")
     for query, seconds in sorted(SQL.items(), key=lambda kv: -kv[1])[:40]:

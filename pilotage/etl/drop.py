@@ -12,7 +12,7 @@ import csv
 import hashlib
 import io
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -44,6 +44,9 @@ class DropFile:
     rows: int  # data lines: non-blank lines after the header
     header: tuple[str, ...]
     blank_lines: int
+    # byte offset of every line end ("\n"), found while counting lines: cutting the rejected
+    # lines out later (the quarantine keeps them as written) needs no second pass over the file
+    line_ends: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def extra_columns(self) -> tuple[str, ...]:
@@ -175,15 +178,15 @@ def _check_file(drop_path: Path, spec: FileSpec, expected_rows: int, expected_sh
     if sha != expected_sha:
         raise DropRefused(drop_path, f"sha256 is {sha}, control.csv says {expected_sha}", spec.filename)
     header = _header(drop_path, spec, data)
-    lines, blank = _count_lines(data)
+    lines, blank, ends = _count_lines(data)
     rows = max(lines - 1 - blank, 0)
     if rows != expected_rows:
         raise DropRefused(drop_path, f"{rows} data rows, control.csv says {expected_rows}", spec.filename)
-    return DropFile(spec, path, sha, rows, header, blank)
+    return DropFile(spec, path, sha, rows, header, blank, ends)
 
 
-def _count_lines(data: bytes) -> tuple[int, int]:
-    """(lines, blank lines) of a file's bytes.
+def _count_lines(data: bytes) -> tuple[int, int, np.ndarray]:
+    """(lines, blank lines, byte offsets of the line ends) of a file's bytes.
 
     numpy finds the line ends in one vectorised pass (it releases the GIL, so
     the drops' inspections run in parallel): `bytes.count` and substring
@@ -197,7 +200,7 @@ def _count_lines(data: bytes) -> tuple[int, int]:
     blank = int(np.count_nonzero(gaps == 1))
     crlf = ends[:-1][gaps == 2]
     blank += int(np.count_nonzero(octets[crlf + 1] == 13))
-    return lines, blank + (1 if data.startswith((b"\n", b"\r\n")) else 0)
+    return lines, blank + (1 if data.startswith((b"\n", b"\r\n")) else 0), ends
 
 
 def _header(drop_path: Path, spec: FileSpec, data: bytes) -> tuple[str, ...]:
