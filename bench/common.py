@@ -36,7 +36,8 @@ def drops_for(scale: float, year: int = 2006) -> Path:
 
 
 def measured(code: str, **values) -> dict:
-    """Run `code` in a fresh interpreter; it sets `result` (a dict). Returns it with seconds and peak MiB.
+    """Run `code` in a fresh interpreter; it sets `result` (a dict). Returns it with seconds, CPU seconds
+    (of all its threads) and peak MiB.
 
     The timer starts after the imports the code does first, inside the child:
     the code calls `start()` when the measured work begins.
@@ -45,15 +46,17 @@ def measured(code: str, **values) -> dict:
         import json, resource, sys, time
         values = json.loads(sys.argv[1])
         globals().update(values)
-        _t = [None]
+        _t = [None, 0.0]
         def start():
             _t[0] = time.perf_counter()
+            _t[1] = time.process_time()
         result = {}
     """) + textwrap.dedent(code) + textwrap.dedent("""
         seconds = time.perf_counter() - (_t[0] or 0)
+        cpu_seconds = time.process_time() - _t[1]  # all threads: steadier than wall time on a busy machine
         # VmHWM: this process's own peak (ru_maxrss would carry the parent's across exec)
         hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM"))
-        result.update(seconds=seconds, peak_mib=int(hwm.split()[1]) / 1024)
+        result.update(seconds=seconds, cpu_seconds=cpu_seconds, peak_mib=int(hwm.split()[1]) / 1024)
         print("RESULT" + json.dumps(result, default=str))
     """)
     proc = subprocess.run([sys.executable, "-c", program, json.dumps(values, default=str)],

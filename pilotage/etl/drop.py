@@ -12,14 +12,15 @@ import csv
 import hashlib
 import io
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+
+import numpy as np
 
 from pilotage.etl.spec import CONTROL_FILE, FILES, FILES_BY_NAME, FileSpec
 
 BOM = b"\xef\xbb\xbf"
-_BLANK_LINE = re.compile(rb"\n(?=\r?\n)")
 
 
 class DropRefused(Exception):
@@ -43,6 +44,9 @@ class DropFile:
     rows: int  # data lines: non-blank lines after the header
     header: tuple[str, ...]
     blank_lines: int
+    # byte offset of every line end ("\n"), found while counting lines: cutting the rejected
+    # lines out later (the quarantine keeps them as written) needs no second pass over the file
+    line_ends: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def extra_columns(self) -> tuple[str, ...]:
@@ -174,18 +178,35 @@ def _check_file(drop_path: Path, spec: FileSpec, expected_rows: int, expected_sh
     if sha != expected_sha:
         raise DropRefused(drop_path, f"sha256 is {sha}, control.csv says {expected_sha}", spec.filename)
     header = _header(drop_path, spec, data)
-    blank = 0  # counted exactly only when there may be any (rare): the regex is slow on big files
-    if b"\n\n" in data or b"\n\r\n" in data or data.startswith((b"\n", b"\r\n")):
-        blank = len(_BLANK_LINE.findall(data)) + (1 if data.startswith((b"\n", b"\r\n")) else 0)
-    lines = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+    lines, blank, ends = _count_lines(data)
     rows = max(lines - 1 - blank, 0)
     if rows != expected_rows:
         raise DropRefused(drop_path, f"{rows} data rows, control.csv says {expected_rows}", spec.filename)
-    return DropFile(spec, path, sha, rows, header, blank)
+    return DropFile(spec, path, sha, rows, header, blank, ends)
+
+
+def _count_lines(data: bytes) -> tuple[int, int, np.ndarray]:
+    """(lines, blank lines, byte offsets of the line ends) of a file's bytes.
+
+    numpy finds the line ends in one vectorised pass (it releases the GIL, so
+    the drops' inspections run in parallel): `bytes.count` and substring
+    searches for blank lines cost three times as much and hold the GIL.
+    A blank line is a line end followed by another, with at most a CR between.
+    """
+    octets = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(octets == 10)
+    lines = len(ends) + (1 if data and not data.endswith(b"\n") else 0)
+    gaps = np.diff(ends)
+    blank = int(np.count_nonzero(gaps == 1))
+    crlf = ends[:-1][gaps == 2]
+    blank += int(np.count_nonzero(octets[crlf + 1] == 13))
+    return lines, blank + (1 if data.startswith((b"\n", b"\r\n")) else 0), ends
 
 
 def _header(drop_path: Path, spec: FileSpec, data: bytes) -> tuple[str, ...]:
-    first = data.removeprefix(BOM).split(b"\n", 1)[0].rstrip(b"\r")
+    start = len(BOM) if data.startswith(BOM) else 0
+    end = data.find(b"\n", start)
+    first = data[start:end if end >= 0 else len(data)].rstrip(b"\r")  # not split(): it would copy the file
     try:
         text = first.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -15,8 +15,11 @@ from pilotage.etl.stage import ROW_LEVEL_ERRORS, add_raw_lines, with_lines
 from pilotage.etl.validate import violations
 
 
-def gather_rejects(con: duckdb.DuckDBPyConnection) -> None:
-    """Fill the temp table `_rejects` (file_id, line, column, rule, raw)."""
+def gather_rejects(con: duckdb.DuckDBPyConnection, line_ends: dict | None = None) -> None:
+    """Fill the temp table `_rejects` (file_id, line, column, rule, raw).
+
+    line_ends: {path: offsets of its line ends}, if known (see stage.add_raw_lines).
+    """
     parts = []
     for spec in FILES:
         parts.append(
@@ -32,7 +35,7 @@ def gather_rejects(con: duckdb.DuckDBPyConnection) -> None:
         f"WHERE error_type IN {tuple(ROW_LEVEL_ERRORS)}"
     )
     con.execute("CREATE OR REPLACE TEMP TABLE _reject_lines AS " + " UNION ALL ".join(parts))
-    add_raw_lines(con, "_reject_lines", "_rejects")
+    add_raw_lines(con, "_reject_lines", "_rejects", line_ends)
 
 
 def store_rejects(con: duckdb.DuckDBPyConnection) -> None:

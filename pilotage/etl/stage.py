@@ -15,6 +15,7 @@ and its drop is refused.
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -227,11 +228,13 @@ def with_lines(relation: str) -> str:
         LEFT JOIN _linemap m ON m.file_id = r._file_id AND m.k = r._row - o.first_row + 1"""
 
 
-def add_raw_lines(con: duckdb.DuckDBPyConnection, relation: str, target: str) -> None:
+def add_raw_lines(con: duckdb.DuckDBPyConnection, relation: str, target: str,
+                  line_ends: dict[str, np.ndarray] | None = None) -> None:
     """Create `target`: `relation` (with file_id, line) plus the `raw` text of that line, as written.
 
-    Only files with rejected lines are read again; numpy finds their line
-    ends, and only the rejected lines are cut out.
+    Only the rejected lines are read, at the offsets of `line_ends` ({path:
+    offsets of its line ends}, found when the drop was inspected); for a file
+    missing there, numpy finds its line ends.
     """
     wanted = con.sql(
         f"SELECT f.file_id, f.path, list(DISTINCT r.line ORDER BY r.line) FROM _files f "
@@ -239,7 +242,8 @@ def add_raw_lines(con: duckdb.DuckDBPyConnection, relation: str, target: str) ->
     ).fetchall()
     ids, lines, raws = [], [], []
     for file_id, path, numbers in wanted:
-        for line, raw in zip(numbers, _cut_lines(path, numbers)):
+        ends = (line_ends or {}).get(path)
+        for line, raw in zip(numbers, _cut_lines(path, numbers, ends)):
             ids.append(file_id)
             lines.append(line)
             raws.append(raw)
@@ -253,14 +257,29 @@ def add_raw_lines(con: duckdb.DuckDBPyConnection, relation: str, target: str) ->
     con.unregister("_picked")
 
 
-def _cut_lines(path: str, numbers: list[int]) -> list[str]:
-    """The text of the given physical lines (1-based) of a file, without their line end."""
+def _cut_lines(path: str, numbers: list[int], ends: np.ndarray | None = None) -> list[str]:
+    """The text of the given physical lines (1-based) of a file, without their line end.
+
+    With the offsets of the file's line ends known, only those lines are read.
+    """
     with open(path, "rb") as handle:
-        data = handle.read()
-    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
-    cut = []
-    for number in numbers:
-        start = 0 if number == 1 else int(ends[number - 2]) + 1
-        end = int(ends[number - 1]) if number - 1 < len(ends) else len(data)
-        cut.append(data[start:end].rstrip(b"\r").decode("utf-8", errors="replace"))
+        if ends is None:
+            data = handle.read()
+            ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+            size = len(data)
+
+            def read(start: int, end: int) -> bytes:
+                return data[start:end]
+        else:
+            size = os.fstat(handle.fileno()).st_size
+
+            def read(start: int, end: int) -> bytes:
+                handle.seek(start)
+                return handle.read(end - start)
+
+        cut = []
+        for number in numbers:
+            start = 0 if number == 1 else int(ends[number - 2]) + 1
+            end = int(ends[number - 1]) if number - 1 < len(ends) else size
+            cut.append(read(start, end).rstrip(b"\r").decode("utf-8", errors="replace"))
     return cut
