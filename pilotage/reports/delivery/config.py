@@ -188,7 +188,7 @@ def parse_config(data: Mapping, path: Path | None = None) -> Config:
         weekday=_weekday(r, "weekly.weekday"),
         path=path,
         portal_database=place("portal.database", required=False),
-        session_hours=r.number("portal.session_hours", 8.0, minimum=0.05),
+        session_hours=r.number("portal.session_hours", 8.0, minimum=0.05, unit="hours"),
     )
 
 
@@ -238,12 +238,12 @@ class _Reader:
             raise ConfigError(key, f"must be an integer from {low} to {high}, not {value!r}", self.path)
         return value
 
-    def number(self, key: str, default: float, minimum: float) -> float:
+    def number(self, key: str, default: float, minimum: float, unit: str = "seconds") -> float:
         value = self.get(key)
         if value is None:
             return default
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value < minimum:
-            raise ConfigError(key, f"must be a number >= {minimum}, not {value!r}", self.path)
+            raise ConfigError(key, f"must be a number of {unit} >= {minimum}, not {value!r}", self.path)
         return float(value)
 
 
