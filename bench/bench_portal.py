@@ -4,7 +4,7 @@
 
 Uses a copy of the warehouse bench_load.py built (bench/out/load-s<scale>/w.duckdb,
 migrated if needed). Starts `uvicorn` serving the portal in a separate process,
-then 200 client sessions (asyncio + httpx, each logged in as one of 50 users of
+then 200 client sessions (asyncio + httpx2, each logged in as one of 50 users of
 regional, departmental and national organisations, readers and analysts) loop
 over a mix of requests for the given time:
 
@@ -94,8 +94,9 @@ def free_port() -> int:
 
 async def session(base: str, login: str, role: str, deadline: float, timings: dict, errors: list, rng: random.Random,
                   week: str, region: str, logins: asyncio.Semaphore, ready: asyncio.Barrier, think: float):
-    import httpx
     import re
+
+    import httpx2 as httpx
 
     async with httpx.AsyncClient(base_url=base, timeout=300, follow_redirects=False) as client:
         async with logins:  # users arrive a few at a time (each login costs an argon2 verification)
@@ -175,8 +176,9 @@ async def load_test(base: str, users, sessions: int, seconds: float, week: str,
 
 async def warm_up(base: str, users, week: str) -> None:
     """Each user's dashboard and latest summary once, as after the first visitor of each scope."""
-    import httpx
     import re
+
+    import httpx2 as httpx
 
     async def one(login: str, scope: str, slots: asyncio.Semaphore):
         async with slots, httpx.AsyncClient(base_url=base, timeout=600) as client:
@@ -268,7 +270,7 @@ def main() -> None:
     server = subprocess.Popen([sys.executable, "-c", SERVER, str(root), str(port)])
     base = f"http://127.0.0.1:{port}"
     try:
-        import httpx
+        import httpx2 as httpx
 
         rows: list[tuple] = []
 
