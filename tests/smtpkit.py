@@ -137,3 +137,12 @@ def simple(to: str, subject: str = "test") -> email.message.EmailMessage:
 
 def parsed(received: dict) -> email.message.EmailMessage:
     return email.message_from_bytes(received["content"], policy=email.policy.default)
+
+
+@pytest.fixture
+def plain_server():
+    """A plain SMTP server on loopback: (its handler, its port)."""
+    handler = Handler()
+    controller, port = serve(handler)
+    yield handler, port
+    controller.stop()

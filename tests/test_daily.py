@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from smtpkit import Handler, parsed, serve
+from smtpkit import parsed, plain_server  # noqa: F401 (a fixture)
 
 from dropkit import contract, envelope, payment, query, write_drop
 from pilotage.daily import daily_lock
@@ -50,16 +50,8 @@ def files(day: str) -> dict:
 
 
 @pytest.fixture
-def smtp():
-    handler = Handler()
-    controller, port = serve(handler)
-    yield handler, port
-    controller.stop()
-
-
-@pytest.fixture
-def service(tmp_path, smtp):
-    handler, port = smtp
+def service(tmp_path, plain_server):
+    handler, port = plain_server
     for day in DAYS:
         write_drop(tmp_path / "drops", day, files(day))
     (tmp_path / "recipients.csv").write_text(RECIPIENTS, encoding="utf-8")

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 from openpyxl import load_workbook
-from smtpkit import (PASSWORD, USER, Handler, certificate, client_context, parsed, serve,  # noqa: F401
-                     server_context)
+from smtpkit import (PASSWORD, USER, Handler, certificate, client_context, parsed, plain_server,  # noqa: F401
+                     serve, server_context)
 
 from chartkit import warm_charts  # noqa: F401
 from dropkit import contract, load, write_drop
@@ -83,14 +83,6 @@ backoff = 0.01
 sender = "Pilotage <pilotage@example.org>"
 """, encoding="utf-8")
     return folder / "pilotage.toml"
-
-
-@pytest.fixture
-def plain_server():
-    handler = Handler()
-    controller, port = serve(handler)
-    yield handler, port
-    controller.stop()
 
 
 @pytest.fixture
