@@ -456,6 +456,25 @@ def demo(ctx: click.Context, out: str, scale: float, year: int) -> None:
                "--by region_2005 --labels")
 
 
+@main.command("export")
+@click.argument("path", type=click.Path(file_okay=False))
+@click.option("--full", is_flag=True, help="Write every partition again (default: only those that changed).")
+@click.pass_context
+@_guard
+def export_command(ctx, path: str, full: bool) -> None:
+    """Export the star schema to PATH as Hive-partitioned Parquet (facts by year), for Spark or any engine.
+
+    Only the partitions that changed since the last export are written again.
+
+    Example: pilotage export /data/lake
+    """
+    from pilotage.lake import export_lake
+
+    started = time.monotonic()
+    result = export_lake(_warehouse(ctx), path, full=full)
+    click.echo(f"{result.summary()} in {time.monotonic() - started:.1f} s")
+
+
 # -- the service: configuration, weekly summaries, alerts, the daily run ---------------------------
 
 def _config_option(func):

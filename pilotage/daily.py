@@ -1,6 +1,7 @@
 """The daily run (`pilotage daily`): the day's work, in order, safe under cron.
 
-1. load the new drops of the drops folder (those already loaded are skipped);
+1. load the new drops of the drops folder (those already loaded are skipped),
+   and export the changed partitions to the lake when `paths.lake` is set;
 2. evaluate the alert rules, and email the changes of state;
 3. write the daily national dashboard, unless the warehouse has not changed
    since it was last written;
@@ -112,6 +113,7 @@ def run_daily(config: Config, *, today: date | None = None, log: logging.Logger 
     with daily_lock(config):
         log.info("daily run of %s (configuration %s)", today.isoformat(), config.path)
         _load(config, result, log)
+        _export(config, result, log)
         _alerts(config, result, log, ssl_context, environ)
         _daily_report(config, result, log)
         if weekly or (weekly is None and today.weekday() >= config.weekday):
@@ -147,6 +149,18 @@ def _load(config: Config, result: DailyResult, log: logging.Logger) -> None:
     for drop in refused:
         result.problems.append(f"drop {drop.date or drop.path.name} refused: {drop.message}")
     log.info("load: %s", result.steps["load"])
+
+
+def _export(config: Config, result: DailyResult, log: logging.Logger) -> None:
+    """The lake export (paths.lake), incremental: only the partitions the day's drops changed."""
+    if config.lake is None:
+        return
+    from pilotage.lake import export_lake
+    from pilotage.warehouse import Warehouse
+
+    exported = export_lake(Warehouse(config.warehouse), config.lake)
+    result.steps["export"] = exported.summary()
+    log.info("export: %s", result.steps["export"])
 
 
 def _alerts(config: Config, result: DailyResult, log: logging.Logger, ssl_context, environ) -> None:

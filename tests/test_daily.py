@@ -64,6 +64,7 @@ drops = "drops"
 output = "out"
 recipients = "recipients.csv"
 alerts = "alerts.yml"
+lake = "lake"
 
 [smtp]
 host = "127.0.0.1"
@@ -113,6 +114,7 @@ def test_the_daily_run_does_the_days_work_once(service):
     assert "80" in alert_body and "75" in alert_body
     log = (out / "logs" / "daily-2006-03-20.log").read_text(encoding="utf-8")
     assert "6 loaded" in log and "daily report: written" in log and "2 sent" in log
+    assert (config.parent / "lake" / "contracts" / "year=2006").is_dir()  # exported after the load
 
     # the same day again: nothing twice
     report_time = (out / "quotidien" / "quotidien_2006-03-20.html").stat().st_mtime_ns
@@ -122,6 +124,7 @@ def test_the_daily_run_does_the_days_work_once(service):
     assert (out / "quotidien" / "quotidien_2006-03-20.html").stat().st_mtime_ns == report_time
     log = (out / "logs" / "daily-2006-03-20.log").read_text(encoding="utf-8")
     assert "0 loaded" in log and "already written" in log and "2 already sent" in log
+    assert "export: 0 partition(s) written" in log.split("daily run of")[-1]  # nothing changed: nothing rewritten
     assert [m.status for m in Archive(load_config(config).archive).history("weekly")] == ["sent", "sent"]
 
 

@@ -79,6 +79,7 @@ class Config:
     weekday: int  # 0 = Monday, as date.weekday()
     path: Path | None = None
     portal_database: Path | None = None  # organisations, users, sessions, audit (default <output>/portal.sqlite)
+    lake: Path | None = None  # where the daily run exports the star schema as Parquet (none: no export)
     session_hours: float = 8.0  # a portal session's lifetime
 
     @property
@@ -92,7 +93,7 @@ class Config:
 
 # The settings each section knows (any other key is refused, to catch typos).
 _KEYS: dict[str, tuple[str, ...]] = {
-    "paths": ("warehouse", "drops", "output", "recipients", "alerts", "archive"),
+    "paths": ("warehouse", "drops", "output", "recipients", "alerts", "archive", "lake"),
     "smtp": ("host", "port", "security", "user", "password_env", "timeout", "attempts", "backoff"),
     "mail": ("sender",),
     "weekly": ("weekday",),
@@ -188,6 +189,7 @@ def parse_config(data: Mapping, path: Path | None = None) -> Config:
         weekday=_weekday(r, "weekly.weekday"),
         path=path,
         portal_database=place("portal.database", required=False),
+        lake=place("paths.lake", required=False),
         session_hours=r.number("portal.session_hours", 8.0, minimum=0.05, unit="hours"),
     )
 
@@ -263,6 +265,7 @@ output = "out"                       # reports written by the daily run
 recipients = "recipients.csv"        # who gets what (CSV address;name;scope, or YAML)
 alerts = "alerts.yml"                # alert rules (optional)
 # archive = "out/deliveries.sqlite"  # record of the messages sent (default: in the output folder)
+# lake = "lake"                      # the daily run exports the star schema there as Parquet (for Spark...)
 
 [smtp]
 host = "smtp.example.org"
