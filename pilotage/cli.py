@@ -253,10 +253,14 @@ def migrate(ctx: click.Context) -> None:
 @click.option("--sql", "show_sql", is_flag=True, help="Print the compiled SQL instead of running it.")
 @click.option("--measures-path", multiple=True, type=click.Path(exists=True),
               help="Extra indicator declarations (YAML file or folder).")
+@click.option("--engine", type=click.Choice(["duckdb", "spark"]), default="duckdb", show_default=True,
+              help="duckdb: the warehouse file; spark: the lake written by `pilotage export` (--lake).")
+@click.option("--lake", type=click.Path(file_okay=False), help="The lake folder, for --engine spark.")
+@click.option("--spark-master", default="local[2]", show_default=True, help="Spark master URL, for --engine spark.")
 @click.pass_context
 @_guard
 def query(ctx, measures, by, where, start, end, known_at, scope, compare, fmt, output, labels, show_sql,
-          measures_path) -> None:
+          measures_path, engine, lake, spark_master) -> None:
     """Evaluate indicators by any mix of dimensions.
 
     Example: pilotage query -m entries -m stock --by region_2005 --by week
@@ -265,10 +269,23 @@ def query(ctx, measures, by, where, start, end, known_at, scope, compare, fmt, o
     from pilotage.cubes import Cube
     from pilotage.measures.catalog import load_catalog
 
-    cube = Cube(_warehouse(ctx), load_catalog(list(measures_path)))
+    catalog = load_catalog(list(measures_path))
+    if engine == "spark":
+        if not lake:
+            raise click.UsageError("--engine spark reads the lake: give --lake PATH (written by `pilotage export`)")
+        from pilotage.cubes.spark import SparkCube
+
+        cube = SparkCube(lake, spark_master, catalog)
+    else:
+        cube = Cube(_warehouse(ctx), catalog)
     if show_sql:
         request = cube.request(measures, by, where, start, end, known_at, scope, cube.as_of(known_at))
         compiled = cube.compile(request)
+        if engine == "spark":
+            from pilotage.cubes.spark import to_spark
+
+            click.echo(to_spark(compiled.sql, compiled.params))
+            return
         click.echo(compiled.sql)
         click.echo("-- parameters: " + formats.to_json(compiled.params).replace("\n", " "))
         return
