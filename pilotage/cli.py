@@ -99,6 +99,28 @@ def _date(ctx, param, value):
         raise click.BadParameter(f"{value!r} is not a date YYYY-MM-DD") from None
 
 
+def _engine_options(func):
+    func = click.option("--spark-master", default="local[2]", show_default=True,
+                        help="Spark master URL, for --engine spark.")(func)
+    func = click.option("--lake", type=click.Path(file_okay=False), help="The lake folder, for --engine spark.")(func)
+    return click.option("--engine", type=click.Choice(["duckdb", "spark"]), default="duckdb", show_default=True,
+                        help="duckdb: the warehouse file; spark: the lake written by `pilotage export` "
+                             "(--lake).")(func)
+
+
+def _cube(ctx, catalog, engine: str, lake: str | None, spark_master: str):
+    """The cube on the engine asked: the warehouse (duckdb) or the lake through Spark SQL."""
+    from pilotage.cubes import Cube
+
+    if engine == "spark":
+        if not lake:
+            raise click.UsageError("--engine spark reads the lake: give --lake PATH (written by `pilotage export`)")
+        from pilotage.cubes.spark import SparkCube
+
+        return SparkCube(lake, spark_master, catalog)
+    return Cube(_warehouse(ctx), catalog)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--warehouse", "-w", type=click.Path(dir_okay=False), envvar="PILOTAGE_WAREHOUSE",
               help="Warehouse file (default $PILOTAGE_WAREHOUSE, else ./pilotage.duckdb).")
@@ -253,10 +275,7 @@ def migrate(ctx: click.Context) -> None:
 @click.option("--sql", "show_sql", is_flag=True, help="Print the compiled SQL instead of running it.")
 @click.option("--measures-path", multiple=True, type=click.Path(exists=True),
               help="Extra indicator declarations (YAML file or folder).")
-@click.option("--engine", type=click.Choice(["duckdb", "spark"]), default="duckdb", show_default=True,
-              help="duckdb: the warehouse file; spark: the lake written by `pilotage export` (--lake).")
-@click.option("--lake", type=click.Path(file_okay=False), help="The lake folder, for --engine spark.")
-@click.option("--spark-master", default="local[2]", show_default=True, help="Spark master URL, for --engine spark.")
+@_engine_options
 @click.pass_context
 @_guard
 def query(ctx, measures, by, where, start, end, known_at, scope, compare, fmt, output, labels, show_sql,
@@ -266,18 +285,9 @@ def query(ctx, measures, by, where, start, end, known_at, scope, compare, fmt, o
     Example: pilotage query -m entries -m stock --by region_2005 --by week
     --where measure=CAE --from 2006-01-01 --to 2006-03-31
     """
-    from pilotage.cubes import Cube
     from pilotage.measures.catalog import load_catalog
 
-    catalog = load_catalog(list(measures_path))
-    if engine == "spark":
-        if not lake:
-            raise click.UsageError("--engine spark reads the lake: give --lake PATH (written by `pilotage export`)")
-        from pilotage.cubes.spark import SparkCube
-
-        cube = SparkCube(lake, spark_master, catalog)
-    else:
-        cube = Cube(_warehouse(ctx), catalog)
+    cube = _cube(ctx, load_catalog(list(measures_path)), engine, lake, spark_master)
     if show_sql:
         request = cube.request(measures, by, where, start, end, known_at, scope, cube.as_of(known_at))
         compiled = cube.compile(request)
@@ -318,21 +328,22 @@ def _formats(ctx, param, value: str) -> tuple[str, ...]:
               help="Extra report declarations (YAML file or folder).")
 @click.option("--measures-path", multiple=True, type=click.Path(exists=True),
               help="Extra indicator declarations (YAML file or folder).")
+@_engine_options
 @click.pass_context
 @_guard
-def report(ctx, name, out, as_of, week, known_at, regions, geography, formats, reports_path, measures_path) -> None:
+def report(ctx, name, out, as_of, week, known_at, regions, geography, formats, reports_path, measures_path, engine,
+           lake, spark_master) -> None:
     """Write a report as HTML and Excel files: daily, weekly-regional, or one declared in YAML.
 
     Example: pilotage report daily --as-of 2006-03-14 --out reports/
 
     Example: pilotage report weekly-regional --week 2006-W11 --region 25 --region 23 --out reports/
     """
-    from pilotage.cubes import Cube
     from pilotage.measures.catalog import load_catalog
     from pilotage.reports import get_report, render_report, report_regions
 
     started = time.monotonic()
-    cube = Cube(_warehouse(ctx), load_catalog(list(measures_path)))
+    cube = _cube(ctx, load_catalog(list(measures_path)), engine, lake, spark_master)
     declared = get_report(name, list(reports_path), cube.catalog)
     count = len(report_regions(declared, regions, geography) or [None])
     with _progress(count, f"{name}: writing reports", minimum=2) as bar:

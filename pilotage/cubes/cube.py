@@ -129,8 +129,7 @@ class Cube:
             as_of = self._as_of(con, _date(known_at))
             request = self.request(measures, by, where, start, end, known_at, scope, as_of)
             compiled = self.compile(request)
-            table = con.sql(compiled.sql, params=compiled.params).to_arrow_table()
-        table = table.rename_columns(compiled.columns)
+            table = self._execute(con, compiled)
         if labels:
             table = with_labels(table, request.by)
         table = table.replace_schema_metadata({
@@ -151,9 +150,8 @@ class Cube:
             request = self.request(measures, by, where, start, end, known_at, scope, as_of)
             other = comparison_request(con, request, how)
             compiled, compiled_other = self.compile(request), self.compile(other)
-            current = con.sql(compiled.sql, params=compiled.params).to_arrow_table().rename_columns(compiled.columns)
-            before = con.sql(compiled_other.sql, params=compiled_other.params).to_arrow_table() \
-                .rename_columns(compiled_other.columns)
+            current = self._execute(con, compiled)
+            before = self._execute(con, compiled_other)
         keys = list(request.by)
         suffix = SUFFIX[how]
         left = pl.from_arrow(current).with_row_index("_order")
@@ -171,6 +169,10 @@ class Cube:
             table = with_labels(table, request.by)
         table = table.replace_schema_metadata({"as_of": as_of.isoformat(), "compare": how})
         return pl.from_arrow(table) if as_polars else table
+
+    def _execute(self, con, compiled: Compiled) -> pa.Table:
+        """Run a compiled statement (another engine overrides this, see cubes/spark.py)."""
+        return con.sql(compiled.sql, params=compiled.params).to_arrow_table().rename_columns(compiled.columns)
 
     # -- the parts, for the CLI's --sql and for tests ------------------------------------------
 

@@ -9,13 +9,14 @@ read from Hive-partitioned Parquet). Every indicator kind runs unchanged,
 the stock's cumulative window included; scopes and `known_at` too, since
 they are part of the compiled statement.
 
-What is not available here says so (`EngineError`) rather than answering
-differently: the period comparisons of `compare`, which look up comparison
-periods through a DuckDB connection, for now.
+What an engine cannot do says so (`EngineError`) rather than answering
+differently; today the Spark engine runs every request the DuckDB one does,
+comparisons included (their calendar look-ups read the lake's calendar).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from datetime import date
 from decimal import Decimal
@@ -25,8 +26,8 @@ import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 
-from pilotage.cubes.cube import Answer, Cube, _date, with_labels
-from pilotage.cubes.compiler import QueryError
+from pilotage.cubes.compiler import Compiled, QueryError
+from pilotage.cubes.cube import Cube
 from pilotage.lake.export import MANIFEST, TABLES
 from pilotage.measures.catalog import Catalog, load_catalog
 
@@ -74,7 +75,13 @@ def _literal(value) -> exp.Expression:
 
 
 class SparkCube(Cube):
-    """`Cube` answering through Spark SQL from a lake folder (see `pilotage export`)."""
+    """`Cube` answering through Spark SQL from a lake folder (see `pilotage export`).
+
+    It overrides only where the statements run: `_execute` (Spark SQL), `_as_of`
+    (the lake's load audit), and `_connection`, which gives the comparisons'
+    calendar look-ups a DuckDB connection on the lake's own calendar (a
+    reference table, the same in both engines).
+    """
 
     def __init__(self, lake: str | os.PathLike, master: str = "local[2]", catalog: Catalog | None = None,
                  session=None):
@@ -93,39 +100,32 @@ class SparkCube(Cube):
                 continue
             self.spark.read.option("basePath", str(folder)).parquet(str(folder)).createOrReplaceTempView(table.name)
 
-    def answer(self, measures, by=(), where=None, start=None, end=None, known_at=None, scope=None,
-               labels: bool = False) -> Answer:
-        as_of = self._spark_as_of(_date(known_at))
-        request = self.request(measures, by, where, start, end, known_at, scope, as_of)
-        compiled = self.compile(request)
+    @contextlib.contextmanager
+    def _connection(self):
+        import duckdb
+
+        con = duckdb.connect()
+        try:
+            pattern = str(self.lake / "dim_calendar" / "*.parquet").replace("'", "''")
+            con.execute(f"CREATE VIEW dim_calendar AS SELECT * FROM read_parquet('{pattern}')")
+            yield con
+        finally:
+            con.close()
+
+    def reading(self, threads=None):
+        return contextlib.nullcontext(self)
+
+    def _execute(self, con, compiled: Compiled) -> pa.Table:
         frame = self.spark.sql(to_spark(compiled.sql, compiled.params))
-        table = frame.toArrow().rename_columns(compiled.columns)
-        table = _like_duckdb(table)
-        if labels:
-            table = with_labels(table, request.by)
-        table = table.replace_schema_metadata({
-            "as_of": as_of.isoformat(), "start": request.start.isoformat(), "end": request.end.isoformat(),
-            "known_at": request.known_at.isoformat() if request.known_at else "", "engine": "spark"})
-        return Answer(table, as_of, request.start, request.end, request.known_at, compiled.sql)
+        table = _like_duckdb(frame.toArrow().rename_columns(compiled.columns))
+        return table.replace_schema_metadata({"engine": "spark"})
 
-    def as_of(self, known_at=None) -> date:
-        return self._spark_as_of(_date(known_at))
-
-    def _spark_as_of(self, known_at: date | None) -> date:
+    def _as_of(self, con, known_at: date | None) -> date:
         condition = f" AND drop_date <= DATE '{known_at.isoformat()}'" if known_at else ""
         row = self.spark.sql(f"SELECT max(drop_date) FROM load_drops WHERE outcome = 'loaded'{condition}").first()
         if row is None or row[0] is None:
             raise QueryError("the lake holds no drop" + (f" loaded by {known_at}" if known_at else ""))
         return row[0]
-
-    def compare(self, *args, **kwargs):
-        raise EngineError("compare (previous period, year before) is not available on the spark engine yet; "
-                          "ask for both periods, or use the duckdb engine")
-
-    def reading(self, threads=None):
-        import contextlib
-
-        return contextlib.nullcontext(self)
 
 
 def _like_duckdb(table: pa.Table) -> pa.Table:
