@@ -153,7 +153,8 @@ def region_of(scope: str) -> str:
 
 
 async def load_test(base: str, users, sessions: int, seconds: float, week: str,
-                    think: float = 0.0) -> tuple[dict, list, float]:
+                    think: float = 0.0, during: list[str] | None = None) -> tuple[dict, list, float]:
+    """Run the sessions; `during`: a command started 5 s into the measured window (the daily load)."""
     timings: dict[str, list[float]] = {}
     errors: list[str] = []
     logins, ready = asyncio.Semaphore(2), asyncio.Barrier(sessions)
@@ -162,6 +163,15 @@ async def load_test(base: str, users, sessions: int, seconds: float, week: str,
     async def started_clock():
         await ready.wait()
         ready_at.append(time.monotonic())
+        if during:
+            await asyncio.sleep(5)
+            launched = time.monotonic()
+            process = await asyncio.create_subprocess_exec(*during, stdout=asyncio.subprocess.PIPE,
+                                                           stderr=asyncio.subprocess.STDOUT)
+            output, _ = await process.communicate()
+            lines = output.decode().strip().splitlines()
+            print(f"daily load: started {launched - ready_at[0]:.1f} s into the window, exit {process.returncode} "
+                  f"after {time.monotonic() - launched:.1f} s: {lines[-1] if lines else ''}", flush=True)
 
     ready = asyncio.Barrier(sessions + 1)
     clock = asyncio.create_task(started_clock())
@@ -290,17 +300,10 @@ def main() -> None:
         rows += summary("quiet", timings, errors, elapsed)
         report(rows, ("phase", "request", "count", "per s", "p50 ms", "p95 ms", "p99 ms"))
 
-        # the daily load starts once the sessions are logged in and busy
-        loader_env = dict(os.environ)
-        loader = subprocess.Popen(["sh", "-c", f"sleep {max(5.0, args.sessions * 0.1):.0f}; exec \"$0\" \"$@\"",
-                                   sys.executable, "-m", "pilotage.cli", "-w", str(root / "w.duckdb"), "load",
-                                   "--mode", "in-place", "--wait", "300", str(drops)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=loader_env)
+        load = [sys.executable, "-m", "pilotage.cli", "-w", str(root / "w.duckdb"), "load", "--mode", "in-place",
+                "--wait", "300", str(drops)]
         timings, errors, elapsed = asyncio.run(load_test(base, users, args.sessions, args.seconds, args.week,
-                                                         args.think))
-        output, _ = loader.communicate()
-        print(f"daily load during the test: exit {loader.returncode}: "
-              f"{output.strip().splitlines()[-1] if output.strip() else ''}", flush=True)
+                                                         args.think, during=load))
         rows += summary("during a daily load", timings, errors, elapsed)
     finally:
         server.terminate()

@@ -29,6 +29,13 @@ from pilotage.warehouse import Warehouse, WarehouseBusy
 from pilotage.warehouse.store import READ_WAIT
 
 STATE_TTL = 1.0  # seconds: a new drop shows in the pages at most this long after it landed
+# Background rebuilds rest this much of their own duration after each build: they then take at most
+# a third of one core, and the requests keep the rest (dashboards show the new day a little later).
+_PAUSE = 2.0
+
+
+def _pause(worked: float) -> None:
+    time.sleep(_PAUSE * worked)
 
 
 @dataclass(frozen=True)
@@ -163,15 +170,17 @@ class Content:
             self._pending.add(key)
 
         def run():
+            started = time.monotonic()
             try:
-                work()
+                self._quietly(work)()
             except Exception:  # noqa: BLE001 -- logged; the next request tries again
                 logging.getLogger("pilotage.portal").exception("building %s in the background", key)
             finally:
                 with self._lock:
                     self._pending.discard(key)
+            _pause(time.monotonic() - started)
 
-        self._background.submit(self._quietly(run))
+        self._background.submit(run)
 
     def warm(self, scopes, stop: threading.Event, every: float = 5.0) -> None:
         """Keep the dashboards of `scopes()` built for the newest data state (a daemon thread's loop)."""
@@ -181,7 +190,9 @@ class Content:
                 for scope in scopes():
                     if stop.is_set():
                         return
+                    started = time.monotonic()
                     self._quietly(lambda: self._build_dashboard(scope, state))()
+                    stop.wait(_PAUSE * (time.monotonic() - started))
             except Exception:  # noqa: BLE001 -- a warehouse being replaced, say: try again later
                 logging.getLogger("pilotage.portal").exception("warming the dashboards")
             stop.wait(every)

@@ -229,12 +229,10 @@ class Warehouse:
             yield
             return
         try:
-            # Blocking: a reader holds it for an instant, a writer only while the readers in flight drain.
-            fcntl.flock(turnstile, fcntl.LOCK_EX)
             try:
-                entered = _flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH, wait)
+                entered = (_through_turnstile_exclusive(turnstile, handle, wait) if exclusive
+                           else _through_turnstile_shared(turnstile, handle, wait))
             finally:
-                fcntl.flock(turnstile, fcntl.LOCK_UN)
                 turnstile.close()
             if not entered:
                 what = "readers still have it open" if exclusive else "a load is changing it"
@@ -242,6 +240,33 @@ class Warehouse:
             yield
         finally:
             handle.close()
+
+
+def _through_turnstile_exclusive(turnstile, gate, wait: float) -> bool:
+    """A writer: hold the turnstile (new readers queue) while the readers in flight drain from the gate."""
+    fcntl.flock(turnstile, fcntl.LOCK_EX)  # blocking: readers hold it for an instant only
+    try:
+        return _flock(gate, fcntl.LOCK_EX, wait)
+    finally:
+        fcntl.flock(turnstile, fcntl.LOCK_UN)
+
+
+def _through_turnstile_shared(turnstile, gate, wait: float) -> bool:
+    """A reader: pass the turnstile, try the gate, and never hold the turnstile while waiting for the gate
+    (that would make every other reader wait too, even those that only want to know a load is running)."""
+    deadline = time.monotonic() + wait
+    while True:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)  # blocking: while a writer waits for the gate, wait behind it
+        try:
+            fcntl.flock(gate, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            pass
+        finally:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
 
 
 def _flock(handle, operation: int, wait: float) -> bool:
