@@ -22,7 +22,6 @@ problem; 3 a warehouse problem; 75 another daily run is in progress.
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 import socket
@@ -32,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 
+from pilotage.jsonfile import read_json, write_json
 from pilotage.reports.delivery.config import Config
 
 EXIT_OK, EXIT_ATTENTION, EXIT_CONFIG, EXIT_WAREHOUSE, EXIT_BUSY = 0, 1, 2, 3, 75
@@ -188,14 +188,14 @@ def _daily_report(config: Config, result: DailyResult, log: logging.Logger) -> N
     as_of = cube.as_of()
     mark = {"as_of": as_of.isoformat(), "loads": loads, "last_load": str(last)}
     state_path = Path(config.output) / STATE_NAME
-    state = _read_state(state_path)
+    state = read_json(state_path)
     folder = Path(config.output) / "quotidien"
     if state.get("daily_report") == mark and any(folder.glob(f"*_{as_of.isoformat()}.html")):
         result.steps["daily report"] = f"already written for the warehouse as of {as_of.isoformat()}"
     else:
         paths = render_report(cube, "daily", out_dir=folder)
         state["daily_report"] = mark
-        _write_state(state_path, state)
+        write_json(state_path, state)
         result.steps["daily report"] = "written: " + ", ".join(str(p) for p in paths)
     log.info("daily report: %s", result.steps["daily report"])
 
@@ -212,16 +212,3 @@ def _weekly(config: Config, today: date, result: DailyResult, log: logging.Logge
     for delivery in run.of("failed"):
         result.problems.append(f"weekly summary to {delivery.recipient.address} not delivered: {delivery.error}")
     log.info("weekly: %s", lines[-1])
-
-
-def _read_state(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
-def _write_state(path: Path, state: dict) -> None:
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(state, indent=2), encoding="utf-8")
-    os.replace(temporary, path)

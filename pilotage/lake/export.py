@@ -20,13 +20,13 @@ sees the old file or the new one, and at worst, for an instant, neither.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pilotage.jsonfile import read_json, write_json
 from pilotage.warehouse import Warehouse
 
 MANIFEST = "_pilotage_lake.json"
@@ -78,7 +78,7 @@ def export_lake(warehouse: Warehouse, path: str | os.PathLike, *, full: bool = F
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
     manifest_path = root / MANIFEST
-    manifest = {} if full else _read(manifest_path)
+    manifest = {} if full else read_json(manifest_path)
     if manifest.get("format") not in (None, FORMAT_VERSION):
         raise ValueError(f"{manifest_path}: lake format {manifest.get('format')} is not {FORMAT_VERSION}")
     before: dict[str, str] = manifest.get("partitions", {})
@@ -98,7 +98,7 @@ def export_lake(warehouse: Warehouse, path: str | os.PathLike, *, full: bool = F
     for part in sorted(set(before) - set(after)):
         shutil.rmtree(root / part, ignore_errors=True)
         result.removed.append(part)
-    _write_json(manifest_path, {"format": FORMAT_VERSION, "partitions": after})
+    write_json(manifest_path, {"format": FORMAT_VERSION, "partitions": after})
     return result
 
 
@@ -133,16 +133,3 @@ def _write(con, table: LakeTable, folder: Path, where: str, fingerprint: str) ->
 
 def _sql(path: Path) -> str:
     return str(path).replace("'", "''")
-
-
-def _read(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
-def _write_json(path: Path, data: dict) -> None:
-    temporary = path.with_name("." + path.name + ".tmp")
-    temporary.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(temporary, path)
