@@ -208,7 +208,7 @@ class Content:
         """The weekly report of one region of the scope for `week` (HTML or Excel), rendered once per state."""
         from pilotage.reports.delivery.weekly import reports_for
 
-        for name, regions, geography in reports_for(_Viewer(scope)):
+        for name, regions, geography in reports_for(scope):
             if regions is None and region == "nation" or regions and region in regions:
                 break
         else:
@@ -242,17 +242,10 @@ class Content:
         from pilotage.reports.delivery.weekly import reports_for
 
         found = []
-        for name, regions, geography in reports_for(_Viewer(scope)):
+        for name, regions, geography in reports_for(scope):
             if regions is None:
                 found.append(("nation", "France entière"))
             else:
                 names = dict(members("region_2016" if geography == "2016" else "region_2005"))
                 found += [(code, names[code]) for code in regions]
         return found
-
-
-@dataclass(frozen=True)
-class _Viewer:
-    """What `reports_for` needs of a recipient: its scope."""
-
-    scope: Scope

@@ -32,7 +32,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from pilotage.cubes import Cube
+from pilotage.cubes import Cube, Scope
 from pilotage.etl.generate import working_days
 from pilotage.reports.delivery.archive import Archive
 from pilotage.reports.delivery.body import Revision, Section, render_body, sections
@@ -211,7 +211,7 @@ def _summary(cube: Cube, archive: Archive, recipient: Recipient, week: str, as_o
     if str(recipient.scope) not in rendered:
         parts: list[Section] = []
         files: list[Path] = []
-        for name, regions, geography in reports_for(recipient):
+        for name, regions, geography in reports_for(recipient.scope):
             report = get_report(name, None, cube.catalog)
             prepared: list[Prepared] = prepare_views(cube, name, region=regions, geography=geography, week=week,
                                                      scope=recipient.scope, generated_at=generated_at)
@@ -228,9 +228,8 @@ def _summary(cube: Cube, archive: Archive, recipient: Recipient, week: str, as_o
     return _Summary(recipient, subject, out, tuple(files), tuple(parts), body, figures, tuple(revisions))
 
 
-def reports_for(recipient: Recipient) -> list[tuple[str, tuple[str, ...] | None, str]]:
-    """(report, regions, geography) a recipient's summary attaches, from its scope."""
-    scope = recipient.scope
+def reports_for(scope: Scope) -> list[tuple[str, tuple[str, ...] | None, str]]:
+    """(report, regions, geography) the weekly summary of a scope holds (a recipient's, a portal user's)."""
     if scope.is_national:
         return [("daily", None, "2005")]
     if scope.level == "region_2016":
