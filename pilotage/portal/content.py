@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from markupsafe import Markup
@@ -200,8 +200,6 @@ class Content:
     def weeks(self, state: DataState, count: int = 12) -> list[str]:
         """The last complete ISO weeks before the data date, newest first."""
         monday = week_bounds(week_label(state.as_of))[0]
-        from datetime import timedelta
-
         return [week_label(monday - timedelta(weeks=n)) for n in range(1, count + 1)]
 
     def summary_files(self, scope: Scope, week: str, state: DataState, region: str, fmt: str) -> Path | None:

@@ -89,11 +89,8 @@ class Exploration:
             raise ExplorationError(f"unknown dimension(s) {', '.join(bad)}; valid: {', '.join(DIMENSIONS)}")
         if compare not in (None, "", *COMPARE):
             raise ExplorationError(f"compare: {compare!r} is not one of {', '.join(COMPARE)}")
-        try:
-            dates = [parse_date(v or None, n, ExplorationError) for v, n in
-                     ((start, "start"), (end, "end"), (known_at, "known_at"))]
-        except ExplorationError:
-            raise
+        dates = [parse_date(v or None, n, ExplorationError) for v, n in
+                 ((start, "start"), (end, "end"), (known_at, "known_at"))]
         if dates[0] and dates[1] and dates[0] > dates[1]:
             raise ExplorationError("start: after end")
         return cls(measures, by, tuple((d, tuple(vs)) for d, vs in where if vs), dates[0], dates[1], dates[2],
