@@ -63,21 +63,45 @@ def test_the_warehouse_path_comes_from_the_option_then_the_environment_then_the_
     assert Warehouse(tmp_path / "given.duckdb").path == tmp_path / "given.duckdb"
 
 
-def test_a_version_1_file_gains_the_alert_tables(tmp_path, monkeypatch):
+def _version_1_warehouse(path, monkeypatch):
+    """A warehouse as the first release wrote it: C1 known in versions 1 and 2 (2 current), in the
+    history table of that release, which held every version."""
+    import duckdb
+
     import pilotage.warehouse.store as store
 
-    with monkeypatch.context() as patch:  # a warehouse written by the release before the alerts
+    with monkeypatch.context() as patch:
         patch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
         patch.setattr(schema, "SCHEMA_VERSION", 1)
         patch.setattr(store, "SCHEMA_VERSION", 1)
-        write_drop(tmp_path / "drops", "2006-03-13", {"contracts.csv": [contract("C1")]})
-        load(tmp_path, tmp_path / "drops")
-        assert query(tmp_path, "SELECT max(version) FROM schema_migrations") == [(1,)]
+        with Warehouse(path).write():
+            pass
+    con = duckdb.connect(str(path))
+    row = ("'C1', {v}, 'CAE', '14', '12345678901234', 'COMMUNE', NULL, NULL, 'F', 1970, 'RMI', "
+           "DATE '2006-03-01', DATE '2006-03-01', DATE '2007-02-28', NULL, NULL, 20, 0.7, 500, 'ACTIVE', "
+           "DATE '2007-02-28', DATE '2006-03-{d}'")
+    con.execute(f"INSERT INTO contract_versions VALUES ({row.format(v=1, d=13)}), ({row.format(v=2, d=14)})")
+    con.execute(f"INSERT INTO contracts VALUES ({row.format(v=2, d=14)})")
+    con.close()
+
+
+def test_a_version_1_file_gains_the_alert_tables_and_keeps_its_history(tmp_path, monkeypatch):
     warehouse = Warehouse(tmp_path / "wh.duckdb")
+    _version_1_warehouse(warehouse.path, monkeypatch)
     with warehouse.write(in_place=True):
         pass
     with warehouse.connect() as con:
-        assert con.sql("SELECT max(version) FROM schema_migrations").fetchall() == [(2,)]
+        assert con.sql("SELECT max(version) FROM schema_migrations").fetchall() == [(schema.SCHEMA_VERSION,)]
         assert con.sql("SELECT count(*) FROM alert_states").fetchall() == [(0,)]
         assert con.sql("SELECT count(*) FROM alert_events").fetchall() == [(0,)]
-        assert con.sql("SELECT contract_id FROM contracts").fetchall() == [("C1",)]
+        assert con.sql("SELECT contract_id, version FROM contracts").fetchall() == [("C1", 2)]
+        # migration 3: the history is the current rows plus the superseded ones, each stored once
+        assert con.sql("SELECT version, drop_date::VARCHAR FROM contract_versions ORDER BY 1").fetchall() == [
+            (1, "2006-03-13"), (2, "2006-03-14")]
+        assert con.sql("SELECT version FROM contract_superseded").fetchall() == [(1,)]
+    # and the migrated file goes on loading: version 3 supersedes version 2
+    write_drop(tmp_path / "drops", "2006-03-15", {"contracts.csv": [contract("C1", version=3)]})
+    load(tmp_path, tmp_path / "drops")
+    assert query(tmp_path, "SELECT version FROM contracts") == [(3,)]
+    assert query(tmp_path, "SELECT version FROM contract_superseded ORDER BY 1") == [(1,), (2,)]
+    assert query(tmp_path, "SELECT count(*) FROM contract_versions") == [(3,)]

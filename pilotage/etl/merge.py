@@ -11,18 +11,22 @@ against the other rows of the same chunk (earliest drop first):
 * `conflict`  — the same (key, version) with other fields: rejected, the
                 version already loaded stands.
 
-The current-state table then takes, for each key that got a higher version,
-that version. Because the history keeps every version with its earliest
-drop, the result does not depend on the order the drops are loaded in
-(conflicts aside, as SPEC.md says).
+For each key that got a higher version, that version becomes the current
+row and the one it replaces joins the superseded versions (the history is
+both: warehouse/schema.py). Because the history keeps every version with its
+earliest drop, the result does not depend on the order the drops are loaded
+in (conflicts aside, as SPEC.md says).
 
 Payments are immutable: the same classification by payment_id, then each new
 payment goes to `payments` with its contract's department, measure and
 cancellation, or to `held_payments` until its contract arrives.
 
-Repeats within a chunk are rare, so they are found by aggregation (which key
-appears more than once, which row came first) rather than by ranking every
-row: one pass that only reads, instead of a sort of the whole chunk.
+Almost every row is ordinary (new, sent once, nothing to compare it with):
+narrow passes on keys find the few that are not (`_exceptional_<kind>`),
+only those are classified row by row (`_class_<kind>`), and the ordinary
+ones go straight from the typed table to the warehouse. Repeats within a
+chunk are found by aggregation (which key appears more than once, which row
+came first) rather than by ranking every row.
 """
 
 from __future__ import annotations
@@ -33,11 +37,13 @@ from pilotage.etl.spec import CONTRACTS, ENVELOPES, PAYMENTS, PRESCRIPTIONS, Fil
 from pilotage.etl.stage import with_lines
 from pilotage.etl.validate import typed_table
 
-# current table, history table, extra derived columns (before drop_date)
+# current table, superseded versions, history (a view of both: warehouse/schema.py), extra derived
+# columns (before drop_date)
 VERSIONED_TABLES = {
-    CONTRACTS.name: ("contracts", "contract_versions", {"end_date": "coalesce(actual_end_date, planned_end_date)"}),
-    PRESCRIPTIONS.name: ("prescriptions", "prescription_versions", {}),
-    ENVELOPES.name: ("envelopes", "envelope_versions", {}),
+    CONTRACTS.name: ("contracts", "contract_superseded", "contract_versions",
+                     {"end_date": "coalesce(actual_end_date, planned_end_date)"}),
+    PRESCRIPTIONS.name: ("prescriptions", "prescription_superseded", "prescription_versions", {}),
+    ENVELOPES.name: ("envelopes", "envelope_superseded", "envelope_versions", {}),
 }
 
 # A row's place in the chunk: its drop first (date order), then its row.
@@ -88,31 +94,48 @@ def _repeats(con: duckdb.DuckDBPyConnection, spec: FileSpec) -> None:
     )
 
 
+def exceptional_table(spec: FileSpec) -> str:
+    return f"_exceptional_{spec.name}"
+
+
 def merge_versioned(con: duckdb.DuckDBPyConnection, spec: FileSpec) -> None:
-    """Classify and apply the valid rows of a versioned file kind."""
-    current, history, derived = VERSIONED_TABLES[spec.name]
+    """Classify and apply the valid rows of a versioned file kind.
+
+    Most rows are ordinary: a key new to the warehouse or a version above its
+    current one, sent once in the chunk, not below a version an earlier drop
+    of the chunk brought. Those are `new` without looking further and go
+    straight from the typed table to the history. Only the others (found by
+    narrow passes on keys and versions: `_exceptional_<kind>`) are classified
+    row by row in `_class_<kind>`.
+    """
+    current, superseded, history, derived = VERSIONED_TABLES[spec.name]
     keys = _quoted(spec.key)
-    if not con.sql(f"SELECT count(*) FROM {typed_table(spec)} WHERE _valid").fetchall()[0][0]:
+    typed = typed_table(spec)
+    if not con.sql(f"SELECT count(*) FROM {typed} WHERE _valid").fetchall()[0][0]:
         _nothing_to_merge(con, spec)  # a day without this kind of row: leave the large tables unread
         return
     _repeats(con, spec)
-    # the highest version each key had in the earlier drops of the chunk, for keys in several drops
-    con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE _earlier AS
-        WITH repeated AS (  -- keys with several rows in the chunk, found by their hashes first
-            SELECT hash({keys}) AS h FROM {typed_table(spec)} WHERE _valid GROUP BY h HAVING count(*) > 1
-        ), per_drop AS (
-            SELECT {keys}, _drop_seq, max(version) AS version FROM {typed_table(spec)}
-            WHERE _valid AND hash({keys}) IN (SELECT h FROM repeated) GROUP BY ALL
-        ), several AS (
-            SELECT * FROM per_drop WHERE ({keys}) IN (
-                SELECT {keys} FROM per_drop GROUP BY ALL HAVING count(*) > 1)
-        )
-        SELECT a.*, max(b.version) AS earlier_version
-        FROM several a JOIN several b ON {_keys_equal(spec, 'a', 'b', False)} AND b._drop_seq < a._drop_seq
-        GROUP BY ALL"""
-    )
     _known_versions(con, spec, history, current)
+    # rows below a version that an earlier drop of the chunk brought (stale): a running maximum
+    # per key, over drops; one narrow window rather than a self-join of the keys sent several times
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _behind AS
+        SELECT _row FROM (
+            SELECT rowid AS _row, version, max(version) OVER (
+                PARTITION BY {keys} ORDER BY _drop_seq RANGE BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS earlier
+            FROM {typed} WHERE _valid)
+        WHERE earlier > version"""
+    )
+    # not ordinary: at or below the warehouse's current version (re-sent, or stale), sent more
+    # than once in the chunk, or behind an earlier drop of the chunk
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE {exceptional_table(spec)} AS
+        SELECT t.rowid AS _row FROM {typed} t JOIN _current c ON {_keys_equal(spec, 't', 'c', False)}
+        WHERE t._valid AND t.version <= c.version
+        UNION SELECT t.rowid FROM {typed} t
+        WHERE t._valid AND EXISTS (SELECT 1 FROM _kv k WHERE {_keys_equal(spec, 't', 'k')})
+        UNION SELECT _row FROM _behind"""
+    )
     first = f"(k.first IS NULL OR {ORDER.format(t='t')} = k.first)"
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE {class_table(spec)} AS
@@ -121,49 +144,67 @@ def merge_versioned(con: duckdb.DuckDBPyConnection, spec: FileSpec) -> None:
                    WHEN h.version IS NOT NULL THEN
                        CASE WHEN {_same_content(spec, 't', 'h')} THEN 'unchanged' ELSE 'conflict' END
                    WHEN {first} THEN
-                       CASE WHEN t.version < greatest(coalesce(c.version, 0), coalesce(e.earlier_version, 0))
+                       CASE WHEN t.version < coalesce(c.version, 0) OR b._row IS NOT NULL
                             THEN 'stale' ELSE 'new' END
                    WHEN {_same_content(spec, 't', 'f')} THEN 'unchanged'
                    ELSE 'conflict'
                END AS _class,
-               h.drop_date AS _known_drop_date,
-               c.version AS _current_version
-        FROM {typed_table(spec)} t
+               h.drop_date AS _known_drop_date
+        FROM {typed} t
         LEFT JOIN _kv k ON {_keys_equal(spec, 't', 'k')}
         LEFT JOIN _seen h ON {_keys_equal(spec, 't', 'h')}
         LEFT JOIN _current c ON {_keys_equal(spec, 't', 'c', with_version=False)}
-        LEFT JOIN _earlier e ON {_keys_equal(spec, 't', 'e', False)} AND e._drop_seq = t._drop_seq
+        LEFT JOIN _behind b ON b._row = t.rowid
         LEFT JOIN _firsts f ON {_keys_equal(spec, 't', 'f')}
-        WHERE t._valid"""
+        WHERE t.rowid IN (SELECT _row FROM {exceptional_table(spec)})"""
     )
-    columns = _quoted(spec.column_names)
-    derived_sql = "".join(f", {expr} AS {name}" for name, expr in derived.items())
-    con.execute(
-        f"INSERT INTO {history} SELECT {columns}{derived_sql}, drop_date "
-        f"FROM {class_table(spec)} WHERE _class IN ('new', 'stale')"
-    )
-    _remember_earliest_drop(con, spec, history, current)
+    # every new row is above the key's current version (at or below it, a row is exceptional and
+    # classified unchanged, conflict or stale): the key's highest new row becomes its current one
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _changed_{spec.name} AS
-        SELECT {keys}, max(version) AS version FROM {class_table(spec)}
-        WHERE _class = 'new' GROUP BY {keys}
-        HAVING max(version) > coalesce(max(_current_version), 0)"""
+        SELECT {keys}, max(version) AS version, arg_max(_row, version) AS _row, min(_drop_seq) AS first_drop_seq
+        FROM (SELECT {keys}, version, rowid AS _row, _drop_seq FROM {typed}
+              WHERE _valid AND rowid NOT IN (SELECT _row FROM {exceptional_table(spec)})
+              UNION ALL SELECT {keys}, version, _row, _drop_seq FROM {class_table(spec)} WHERE _class = 'new')
+        GROUP BY ALL"""
     )
-    if spec is CONTRACTS:  # payments carry these: note which contracts they must follow
-        con.execute(
-            """CREATE OR REPLACE TEMP TABLE _moved AS
-            SELECT n.contract_id, n.department, n.measure, n.status = 'CANCELLED' AS cancelled
-            FROM _class_contracts n JOIN _changed_contracts x USING (contract_id, version)
-            JOIN _current c USING (contract_id)
-            WHERE n._class = 'new' AND (c.department <> n.department OR c.measure <> n.measure
-                                        OR (c.status = 'CANCELLED') <> (n.status = 'CANCELLED'))"""
-        )
-    con.execute(f"DELETE FROM {current} c USING _changed_{spec.name} x WHERE {_keys_equal(spec, 'c', 'x', False)}")
+    _remember_earliest_drop(con, spec, superseded, current)
+    if spec is CONTRACTS:
+        _contract_moves(con)
+    if con.sql("SELECT count(*) FROM _current").fetchall()[0][0]:  # current rows replaced: superseded now
+        replaced = f"EXISTS (SELECT 1 FROM _changed_{spec.name} x WHERE {_keys_equal(spec, 'c', 'x', False)})"
+        con.execute(f"INSERT INTO {superseded} SELECT * FROM {current} c WHERE {replaced}")
+        con.execute(f"DELETE FROM {current} c WHERE {replaced}")
+    columns = _quoted(spec.column_names)
+    derived_sql = "".join(f", {expr} AS {name}" for name, expr in derived.items())
+    latest = f"(SELECT _row FROM _changed_{spec.name})"
+    con.execute(f"INSERT INTO {current} SELECT {columns}{derived_sql}, drop_date FROM {typed} WHERE rowid IN {latest}")
+    con.execute(  # the other new rows, ordinary or not, and the stale ones
+        f"INSERT INTO {superseded} SELECT {columns}{derived_sql}, drop_date FROM {typed} WHERE _valid "
+        f"AND rowid NOT IN (SELECT _row FROM {exceptional_table(spec)} UNION ALL {latest[1:-1]})"
+    )
     con.execute(
-        f"INSERT INTO {current} SELECT {', '.join(f'n.{chr(34)}{c}{chr(34)}' for c in spec.column_names)}"
-        f"{''.join(f', {expr}' for expr in derived.values())}, n.drop_date "
-        f"FROM {class_table(spec)} n JOIN _changed_{spec.name} x ON {_keys_equal(spec, 'n', 'x')} "
-        "WHERE n._class = 'new'"
+        f"INSERT INTO {superseded} SELECT {columns}{derived_sql}, drop_date FROM {class_table(spec)} "
+        f"WHERE _class IN ('new', 'stale') AND _row NOT IN {latest}"
+    )
+
+
+def _contract_moves(con: duckdb.DuckDBPyConnection) -> None:
+    """What payments must follow: _moved, the contracts whose new version changed department,
+    measure or cancellation; _arrived, the contracts new to the warehouse, with the first drop
+    of the chunk that brought them (a payment of an earlier drop was held until then)."""
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _moved AS
+        SELECT n.contract_id, n.department, n.measure, n.status = 'CANCELLED' AS cancelled
+        FROM _current c JOIN _changed_contracts x USING (contract_id)
+        JOIN {typed_table(CONTRACTS)} n ON n.rowid = x._row
+        WHERE c.department <> n.department OR c.measure <> n.measure
+              OR (c.status = 'CANCELLED') <> (n.status = 'CANCELLED')"""
+    )
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE _arrived AS
+        SELECT contract_id, first_drop_seq AS drop_seq FROM _changed_contracts
+        WHERE contract_id NOT IN (SELECT contract_id FROM _current)"""
     )
 
 
@@ -173,14 +214,17 @@ def _nothing_to_merge(con: duckdb.DuckDBPyConnection, spec: FileSpec) -> None:
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE {class_table(spec)} AS
         SELECT t.* EXCLUDE (_valid, _raw, _bad_fields), t.rowid AS _row, NULL::VARCHAR AS _class,
-               NULL::DATE AS _known_drop_date, NULL::INTEGER AS _current_version
+               NULL::DATE AS _known_drop_date
         FROM {typed_table(spec)} t WHERE false"""
     )
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {exceptional_table(spec)} (_row BIGINT)")
     con.execute(f"CREATE OR REPLACE TEMP TABLE _changed_{spec.name} AS "
-                f"SELECT {keys}, version FROM {typed_table(spec)} WHERE false")
+                f"SELECT {keys}, version, rowid AS _row, _drop_seq AS first_drop_seq "
+                f"FROM {typed_table(spec)} WHERE false")
     if spec is CONTRACTS:
         con.execute("CREATE OR REPLACE TEMP TABLE _moved (contract_id VARCHAR, department VARCHAR, "
                     "measure VARCHAR, cancelled BOOLEAN)")
+        con.execute("CREATE OR REPLACE TEMP TABLE _arrived (contract_id VARCHAR, drop_seq INTEGER)")
 
 
 def _known_versions(con: duckdb.DuckDBPyConnection, spec: FileSpec, history: str, current: str) -> None:
@@ -268,7 +312,6 @@ def merge_payments(con: duckdb.DuckDBPyConnection) -> None:
         {'WHERE payment_id IN (SELECT payment_id FROM _resent)' if resent else 'WHERE false'}
         UNION ALL SELECT {_PAYMENT_FIELDS}, drop_date FROM held_payments"""
     )
-    _arrivals(con)
     _exceptional_payments(con)
     first = f"(k.first IS NULL OR {ORDER.format(t='t')} = k.first)"
     con.execute(
@@ -292,14 +335,14 @@ def merge_payments(con: duckdb.DuckDBPyConnection) -> None:
         LEFT JOIN _firsts f ON f.payment_id = t.payment_id
         LEFT JOIN contracts c ON c.contract_id = t.contract_id
         LEFT JOIN _arrived a ON a.contract_id = t.contract_id
-        WHERE t.rowid IN (SELECT _row FROM _exceptional)"""
+        WHERE t.rowid IN (SELECT _row FROM _exceptional_payments)"""
     )
     con.execute(  # the ordinary payments: new, straight from the typed table
         f"""INSERT INTO payments
         SELECT {', '.join(f't."{c}"' for c in spec.column_names)}, t.drop_date,
                c.department, c.measure, c.status = 'CANCELLED'
         FROM {typed_table(spec)} t JOIN contracts c ON c.contract_id = t.contract_id
-        WHERE t._valid AND t.rowid NOT IN (SELECT _row FROM _exceptional)"""
+        WHERE t._valid AND t.rowid NOT IN (SELECT _row FROM _exceptional_payments)"""
     )
     con.execute(
         f"INSERT INTO payments SELECT {_PAYMENT_FIELDS}, drop_date, _department, _measure, _cancelled "
@@ -313,17 +356,8 @@ def merge_payments(con: duckdb.DuckDBPyConnection) -> None:
     _remember_earliest_drop(con, spec, "payments", "held_payments")
 
 
-def _arrivals(con: duckdb.DuckDBPyConnection) -> None:
-    """_arrived: contracts new to the warehouse in this chunk, with the first drop that brought them."""
-    con.execute(
-        """CREATE OR REPLACE TEMP TABLE _arrived AS
-        SELECT contract_id, min(_drop_seq) AS drop_seq FROM _class_contracts
-        WHERE _current_version IS NULL AND _class <> 'conflict' GROUP BY contract_id"""
-    )
-
-
 def _exceptional_payments(con: duckdb.DuckDBPyConnection) -> None:
-    """_exceptional: the rows of the valid payments that are not simply new.
+    """_exceptional_payments: the rows of the valid payments that are not simply new.
 
     Those repeated in the chunk or sent before (the ids of _kv and
     _seen_payments), those whose contract is unknown (to hold), and those whose
@@ -331,24 +365,24 @@ def _exceptional_payments(con: duckdb.DuckDBPyConnection) -> None:
     Every other valid payment is `new`.
     """
     typed = typed_table(PAYMENTS)
-    con.execute(  # three narrow passes: one with three joins would carry every column through each
-        f"""CREATE OR REPLACE TEMP TABLE _exceptional AS
-        SELECT rowid AS _row FROM {typed} t
-        WHERE _valid AND NOT EXISTS (SELECT 1 FROM contracts c WHERE c.contract_id = t.contract_id)
-        UNION SELECT t.rowid FROM {typed} t JOIN _arrived a ON a.contract_id = t.contract_id
-        WHERE t._valid AND a.drop_seq > t._drop_seq
+    con.execute(  # held and released in one left join (an anti-join of the contracts took twice as long)
+        f"""CREATE OR REPLACE TEMP TABLE _exceptional_payments AS
+        SELECT t.rowid AS _row FROM {typed} t
+        LEFT JOIN (SELECT c.contract_id, a.drop_seq FROM contracts c LEFT JOIN _arrived a USING (contract_id)) x
+               ON x.contract_id = t.contract_id
+        WHERE t._valid AND (x.contract_id IS NULL OR x.drop_seq > t._drop_seq)
         UNION SELECT rowid FROM {typed}
         WHERE _valid AND payment_id IN (SELECT payment_id FROM _kv UNION ALL SELECT payment_id FROM _seen_payments)"""
     )
 
 
-def payment_counts() -> str:
-    """SQL: (_file_id, _class, count) of the chunk's valid payments, the ordinary ones counted as new."""
+def class_counts(spec: FileSpec) -> str:
+    """SQL: (_file_id, _class, count) of the chunk's valid rows of a kind, the ordinary ones counted as new."""
     return (
         f"SELECT _file_id, _class, sum(n)::BIGINT FROM ("
-        f"SELECT _file_id, _class, count(*) AS n FROM {class_table(PAYMENTS)} GROUP BY 1, 2 "
-        f"UNION ALL SELECT _file_id, 'new', count(*) FROM {typed_table(PAYMENTS)} "
-        "WHERE _valid AND rowid NOT IN (SELECT _row FROM _exceptional) GROUP BY 1) GROUP BY 1, 2"
+        f"SELECT _file_id, _class, count(*) AS n FROM {class_table(spec)} GROUP BY 1, 2 "
+        f"UNION ALL SELECT _file_id, 'new', count(*) FROM {typed_table(spec)} "
+        f"WHERE _valid AND rowid NOT IN (SELECT _row FROM {exceptional_table(spec)}) GROUP BY 1) GROUP BY 1, 2"
     )
 
 
