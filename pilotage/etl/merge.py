@@ -83,14 +83,13 @@ def _repeats(con: duckdb.DuckDBPyConnection, spec: FileSpec) -> None:
         f"""CREATE OR REPLACE TEMP TABLE _kv AS
         WITH candidates AS (
             SELECT hash({keys}) AS h FROM {typed_table(spec)} WHERE _valid GROUP BY h HAVING count(*) > 1)
-        SELECT {keys}, min({ORDER.format(t='t')}) AS first
+        SELECT {keys}, min({ORDER.format(t='t')}) AS first, arg_min(t.rowid, {ORDER.format(t='t')}) AS first_row
         FROM {typed_table(spec)} t WHERE _valid AND hash({keys}) IN (SELECT h FROM candidates)
         GROUP BY {keys} HAVING count(*) > 1"""
     )
-    con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE _firsts AS
-        SELECT t.* FROM {typed_table(spec)} t
-        WHERE t._valid AND {ORDER.format(t='t')} IN (SELECT first FROM _kv)"""
+    con.execute(  # by rowid: DuckDB fetches those rows alone instead of scanning the whole table
+        f"CREATE OR REPLACE TEMP TABLE _firsts AS "
+        f"SELECT * FROM {typed_table(spec)} WHERE rowid IN (SELECT first_row FROM _kv)"
     )
 
 
@@ -172,9 +171,12 @@ def merge_versioned(con: duckdb.DuckDBPyConnection, spec: FileSpec) -> None:
     if spec is CONTRACTS:
         _contract_moves(con)
     if con.sql("SELECT count(*) FROM _current").fetchall()[0][0]:  # current rows replaced: superseded now
-        replaced = f"EXISTS (SELECT 1 FROM _changed_{spec.name} x WHERE {_keys_equal(spec, 'c', 'x', False)})"
-        con.execute(f"INSERT INTO {superseded} SELECT * FROM {current} c WHERE {replaced}")
-        con.execute(f"DELETE FROM {current} c WHERE {replaced}")
+        con.execute(  # by rowid: fetching those rows alone, not scanning every column of the table
+            f"CREATE OR REPLACE TEMP TABLE _replaced AS SELECT c._rowid FROM _current c "
+            f"JOIN _changed_{spec.name} x ON {_keys_equal(spec, 'c', 'x', False)}"
+        )
+        con.execute(f"INSERT INTO {superseded} SELECT * FROM {current} WHERE rowid IN (SELECT _rowid FROM _replaced)")
+        con.execute(f"DELETE FROM {current} WHERE rowid IN (SELECT _rowid FROM _replaced)")
     columns = _quoted(spec.column_names)
     derived_sql = "".join(f", {expr} AS {name}" for name, expr in derived.items())
     latest = f"(SELECT _row FROM _changed_{spec.name})"
@@ -228,7 +230,7 @@ def _nothing_to_merge(con: duckdb.DuckDBPyConnection, spec: FileSpec) -> None:
 
 
 def _known_versions(con: duckdb.DuckDBPyConnection, spec: FileSpec, history: str, current: str) -> None:
-    """_current: the current version of the chunk's keys; _seen: the full history rows of the
+    """_current: the current version (and rowid) of the chunk's keys; _seen: the full history rows of the
     (key, version) pairs the chunk re-sends (usually few).
 
     Only the key columns of the large tables are scanned; whole rows are read
@@ -236,7 +238,8 @@ def _known_versions(con: duckdb.DuckDBPyConnection, spec: FileSpec, history: str
     """
     keys = _quoted(spec.key)
     moved = ", department, measure, status" if spec is CONTRACTS else ""  # for _moved, below
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _current AS {_touched(spec, current, f'{keys}, version{moved}')}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _current AS "
+                f"{_touched(spec, current, f'rowid AS _rowid, {keys}, version{moved}')}")
     with_version = _quoted(_keys(spec))
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _resent AS

@@ -67,7 +67,7 @@ def checks(spec: FileSpec) -> tuple[tuple[str, str, str], ...]:
             if rule == "not_empty":
                 condition = f"{_raw(column)} IS NULL"
             elif rule == "code":
-                condition = f"{name} NOT IN ({', '.join(sql_string(c) for c in column.codes)})"
+                condition = f"{name} IS NOT NULL AND NOT {_is_code(column)}"
             elif rule.startswith("max_"):
                 condition = f"length({name}) > {column.max_length}"
             else:
@@ -86,10 +86,16 @@ def rule_columns(rule: Rule, spec: FileSpec) -> list[str]:
     return [c for c in spec.column_names if c in words]
 
 
+def _is_code(column: Column) -> str:
+    """SQL: the (non-NULL) column is one of its codes, exactly. A cast to an ENUM of the codes is a
+    hash lookup; `IN` (the 101 departments) compares with each code in turn, three times slower."""
+    return f'TRY_CAST("{column.name}" AS ENUM({", ".join(sql_string(c) for c in column.codes)})) IS NOT NULL'
+
+
 def _format_ok(column: Column) -> str:
     """SQL: the column is empty or passed its format rule (so a cross-column rule can judge it)."""
     if column.kind == "code":
-        return f'("{column.name}" IS NULL OR "{column.name}" IN ({", ".join(sql_string(c) for c in column.codes)}))'
+        return f'("{column.name}" IS NULL OR {_is_code(column)})'
     if column.kind == "text":
         return "true"
     return f'({_raw(column)} IS NULL OR "{column.name}" IS NOT NULL)'
@@ -138,5 +144,6 @@ def violations(spec: FileSpec) -> str:
                 CASE WHEN _bad_fields THEN [{{'column': NULL::VARCHAR, 'rule': '{FIELD_COUNT.name}'}}]
                      ELSE list_filter([{listed}], lambda v: v IS NOT NULL) END) AS v
             FROM (SELECT rowid AS _row, _file_id, _bad_fields, {columns}, unnest(_raw)
-                  FROM {typed_table(spec)} WHERE NOT _valid)
+                  FROM {typed_table(spec)}  -- by rowid: the few invalid rows fetched, not every column scanned
+                  WHERE rowid IN (SELECT rowid FROM {typed_table(spec)} WHERE NOT _valid))
         )"""
