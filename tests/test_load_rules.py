@@ -557,6 +557,23 @@ def test_stale_counts_do_not_depend_on_loading_drops_together(tmp_path):
     assert [counts(d)["contracts.csv"] for d in result.drops] == [(1, 1, 0, 0, 0, 0), (1, 0, 0, 1, 0, 0)]
 
 
+
+@pytest.mark.parametrize("together", [True, False], ids=["one load", "a load per drop"])
+def test_a_version_behind_an_earlier_drop_is_stale_even_between_two_higher_ones(tmp_path, together):
+    """Drops: v1; v3; then v2 (behind v3) and v4 in one file. Expected by hand: v2 stale, the
+    others new; v4 current; the history holds all four, each with the drop that brought it."""
+    days = [DAY1, DAY2, DAY3]
+    rows = [[contract(version=1)], [contract(version=3, hours="30")],
+            [contract(version=2, hours="28"), contract(version=4, hours="35")]]
+    drops = [write_drop(tmp_path / "drops", day, {"contracts.csv": r}) for day, r in zip(days, rows)]
+    result = load(tmp_path, *drops) if together else LoadResult([load_one(tmp_path, d) for d in drops])
+    assert [counts(d)["contracts.csv"] for d in result.drops] == [
+        (1, 1, 0, 0, 0, 0), (1, 1, 0, 0, 0, 0), (2, 1, 0, 1, 0, 0)]
+    assert query(tmp_path, "SELECT version, weekly_hours FROM contracts") == [(4, Decimal("35.00"))]
+    assert query(tmp_path, "SELECT version, drop_date::VARCHAR FROM contract_versions ORDER BY 1") == [
+        (1, DAY1), (2, DAY3), (3, DAY2), (4, DAY3)]
+    assert query(tmp_path, "SELECT version FROM contract_superseded ORDER BY 1") == [(1,), (2,), (3,)]
+
 # --------------------------------------------------------------------------- payments
 
 def test_a_payment_resent_identical_is_unchanged(tmp_path):
