@@ -2,10 +2,12 @@
 
 `typed_<kind>` receives every row of the chunk's files straight from DuckDB's
 CSV reader, its columns cast to their types, with `_valid` (the row breaks no
-rule) and, for invalid rows only, `_raw`: the text of each field, from which
-the list of broken rules is worked out afterwards (`violations`). Building
-that list for every row would cost a pass over millions of valid rows for a
-few thousand bad ones.
+rule) and, for invalid rows only, `_raw`: the text of each field (a list, in
+the spec's column order: a NULL list costs a valid row less than a NULL
+struct of 20 fields, a second of a scale-4 backlog), from which the list of
+broken rules is worked out afterwards (`violations`). Building that list for
+every row would cost a pass over millions of valid rows for a few thousand
+bad ones.
 
 Format rules come from the column types; cross-column rules from SPEC.md
 (see `spec.py`). A cross-column rule judges only columns that passed their
@@ -102,11 +104,10 @@ def _format_ok(column: Column) -> str:
 
 
 def create_typed_table(con: duckdb.DuckDBPyConnection, spec: FileSpec) -> None:
-    raw = ", ".join(f"{_raw(c)} VARCHAR" for c in spec.columns)
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE {typed_table(spec)} ("
         + ", ".join(f'"{c.name}" {c.sql_type}' for c in spec.columns)
-        + f", _valid BOOLEAN, _raw STRUCT({raw}), _bad_fields BOOLEAN, _file_id INTEGER, _drop_seq INTEGER,"
+        + f", _valid BOOLEAN, _raw VARCHAR[], _bad_fields BOOLEAN, _file_id INTEGER, _drop_seq INTEGER,"
           " drop_date DATE)"
     )
 
@@ -117,10 +118,10 @@ def typed_select(spec: FileSpec, source: str) -> str:
     raw_columns = ", ".join(f'"{c.name}" AS {_raw(c)}' for c in spec.columns)
     typed_columns = ", ".join(f'{typed_expression(c, _raw(c))} AS "{c.name}"' for c in spec.columns)
     broken = " OR ".join(condition for _, _, condition in checks(spec))
-    raw_struct = ", ".join(f"{sql_string(_raw(c).strip(chr(34)))}: {_raw(c)}" for c in spec.columns)
+    raw_list = ", ".join(_raw(c) for c in spec.columns)
     columns = ", ".join(f'"{c}"' for c in spec.column_names)
     return f"""
-        SELECT {columns}, _valid, CASE WHEN NOT _valid THEN {{{raw_struct}}} END,
+        SELECT {columns}, _valid, CASE WHEN NOT _valid THEN [{raw_list}] END,
                _bad_fields, _file_id, _drop_seq, drop_date
         FROM (
             SELECT *, NOT (_bad_fields OR {broken}) AS _valid
@@ -134,6 +135,7 @@ def typed_select(spec: FileSpec, source: str) -> str:
 def violations(spec: FileSpec) -> str:
     """SQL: (_file_id, _row, column, rule) of every rule each invalid row breaks."""
     columns = ", ".join(f'"{c}"' for c in spec.column_names)
+    raw_fields = ", ".join(f"_raw[{i}] AS {_raw(c)}" for i, c in enumerate(spec.columns, start=1))
     listed = ", ".join(
         f"CASE WHEN {condition} THEN {{'column': {sql_string(column)}, 'rule': {sql_string(rule)}}} END"
         for column, rule, condition in checks(spec)
@@ -143,7 +145,7 @@ def violations(spec: FileSpec) -> str:
             SELECT _file_id, _row, unnest(
                 CASE WHEN _bad_fields THEN [{{'column': NULL::VARCHAR, 'rule': '{FIELD_COUNT.name}'}}]
                      ELSE list_filter([{listed}], lambda v: v IS NOT NULL) END) AS v
-            FROM (SELECT rowid AS _row, _file_id, _bad_fields, {columns}, unnest(_raw)
+            FROM (SELECT rowid AS _row, _file_id, _bad_fields, {columns}, {raw_fields}
                   FROM {typed_table(spec)}  -- by rowid: the few invalid rows fetched, not every column scanned
                   WHERE rowid IN (SELECT rowid FROM {typed_table(spec)} WHERE NOT _valid))
         )"""
