@@ -154,9 +154,7 @@ def merge_versioned(con: duckdb.DuckDBPyConnection, spec: FileSpec) -> None:
     # than once in the chunk, or behind an earlier drop of the chunk
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE {exceptional_table(spec)} AS
-        SELECT t.rowid AS _row FROM {typed} t JOIN _current c ON {_keys_equal(spec, 't', 'c', False)}
-        WHERE t._valid AND t.version <= c.version
-        UNION SELECT _row FROM _ranked WHERE repeated OR behind"""
+        SELECT _row FROM _low UNION SELECT _row FROM _ranked WHERE repeated OR behind"""
     )
     first = f"(k.first IS NULL OR {ORDER.format(t='t')} = k.first)"
     con.execute(
@@ -252,8 +250,8 @@ def _nothing_to_merge(con: duckdb.DuckDBPyConnection, spec: FileSpec) -> None:
 
 
 def _known_versions(con: duckdb.DuckDBPyConnection, spec: FileSpec, history: str, current: str) -> None:
-    """_current: the current version (and rowid) of the chunk's keys; _seen: the full history rows of the
-    (key, version) pairs the chunk re-sends (usually few).
+    """_current: the current version (and rowid) of the chunk's keys; _low: the chunk's rows at or
+    below it; _seen: the full history rows of the (key, version) pairs the chunk re-sends (usually few).
 
     Only the key columns of the large tables are scanned; whole rows are read
     for the re-sent versions alone, whose content must be compared.
@@ -263,12 +261,21 @@ def _known_versions(con: duckdb.DuckDBPyConnection, spec: FileSpec, history: str
     con.execute(f"CREATE OR REPLACE TEMP TABLE _current AS "
                 f"{_touched(spec, current, f'rowid AS _rowid, {keys}, version{moved}')}")
     with_version = _quoted(_keys(spec))
+    # a version the history holds is at or below its key's current one: only those rows of the chunk
+    # can be re-sent (usually none, and the history is not read)
     con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE _resent AS
-        SELECT {with_version} FROM ({_touched(spec, history, with_version)})
-        INTERSECT SELECT {with_version} FROM {typed_table(spec)} WHERE _valid"""
+        f"""CREATE OR REPLACE TEMP TABLE _low AS
+        SELECT t.rowid AS _row, {', '.join(f't."{k}"' for k in _keys(spec))} FROM {typed_table(spec)} t
+        JOIN _current c ON {_keys_equal(spec, 't', 'c', False)} WHERE t._valid AND t.version <= c.version"""
     )
-    resent = con.sql("SELECT count(*) FROM _resent").fetchall()[0][0]
+    resent = 0
+    if con.sql("SELECT count(*) FROM _low").fetchall()[0][0]:
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE _resent AS
+            SELECT {with_version} FROM {history} WHERE ({keys}) IN (SELECT {keys} FROM _low)
+            INTERSECT SELECT {with_version} FROM _low"""
+        )
+        resent = con.sql("SELECT count(*) FROM _resent").fetchall()[0][0]
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE _seen AS SELECT * FROM {history} "
         + (f"WHERE ({with_version}) IN (SELECT * FROM _resent)" if resent else "WHERE false")
