@@ -344,7 +344,29 @@ def merge_payments(con: duckdb.DuckDBPyConnection) -> None:
         {'WHERE payment_id IN (SELECT payment_id FROM _resent)' if resent else 'WHERE false'}
         UNION ALL SELECT {_PAYMENT_FIELDS}, drop_date FROM held_payments"""
     )
-    _exceptional_payments(con)
+    typed = typed_table(spec)
+    # when no contract came with a drop later than a payment's (a daily drop, say), no payment is
+    # released (held at its drop, then loaded with its contract): the ordinary payments are inserted
+    # first, and the held ones looked for only if some are missing
+    none_released = con.sql(f"""SELECT coalesce((SELECT max(drop_seq) FROM _arrived), -1)
+                           <= coalesce((SELECT min(_drop_seq) FROM {typed} WHERE _valid), -1)""").fetchall()[0][0]
+    _exceptional_payments(con, contracts=not none_released)
+    inserted = con.execute(  # the ordinary payments: new, straight from the typed table
+        f"""INSERT INTO payments
+        SELECT {', '.join(f't."{c}"' for c in spec.column_names)}, t.drop_date,
+               c.department, c.measure, c.status = 'CANCELLED'
+        FROM {typed} t JOIN contracts c ON c.contract_id = t.contract_id
+        WHERE t._valid AND t.rowid NOT IN (SELECT _row FROM _exceptional_payments)"""
+    ).fetchall()[0][0]
+    if none_released:
+        ordinary = con.sql(f"SELECT count(*) FROM {typed} WHERE _valid "
+                           "AND rowid NOT IN (SELECT _row FROM _exceptional_payments)").fetchall()[0][0]
+        if inserted < ordinary:  # the others' contract is unknown
+            con.execute(
+                f"""INSERT INTO _exceptional_payments SELECT t.rowid FROM {typed} t
+                LEFT JOIN contracts c ON c.contract_id = t.contract_id
+                WHERE t._valid AND c.contract_id IS NULL AND t.rowid NOT IN (SELECT _row FROM _exceptional_payments)"""
+            )
     first = f"(k.first IS NULL OR {ORDER.format(t='t')} = k.first)"
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE {class_table(spec)} AS
@@ -369,13 +391,6 @@ def merge_payments(con: duckdb.DuckDBPyConnection) -> None:
         LEFT JOIN _arrived a ON a.contract_id = t.contract_id
         WHERE t.rowid IN (SELECT _row FROM _exceptional_payments)"""
     )
-    con.execute(  # the ordinary payments: new, straight from the typed table
-        f"""INSERT INTO payments
-        SELECT {', '.join(f't."{c}"' for c in spec.column_names)}, t.drop_date,
-               c.department, c.measure, c.status = 'CANCELLED'
-        FROM {typed_table(spec)} t JOIN contracts c ON c.contract_id = t.contract_id
-        WHERE t._valid AND t.rowid NOT IN (SELECT _row FROM _exceptional_payments)"""
-    )
     con.execute(
         f"INSERT INTO payments SELECT {_PAYMENT_FIELDS}, drop_date, _department, _measure, _cancelled "
         f"FROM {class_table(spec)} WHERE _class IN ('new', 'released')"
@@ -388,22 +403,23 @@ def merge_payments(con: duckdb.DuckDBPyConnection) -> None:
     _remember_earliest_drop(con, spec, "payments", "held_payments")
 
 
-def _exceptional_payments(con: duckdb.DuckDBPyConnection) -> None:
+def _exceptional_payments(con: duckdb.DuckDBPyConnection, contracts: bool) -> None:
     """_exceptional_payments: the rows of the valid payments that are not simply new.
 
     Those repeated in the chunk or sent before (the ids of _kv and
-    _seen_payments), those whose contract is unknown (to hold), and those whose
-    contract came with a later drop of the chunk (held, then released at once).
+    _seen_payments) and, with `contracts`, those whose contract is unknown (to
+    hold) or came with a later drop of the chunk (held, then released at once).
     Every other valid payment is `new`.
     """
     typed = typed_table(PAYMENTS)
-    con.execute(  # held and released in one left join (an anti-join of the contracts took twice as long)
-        f"""CREATE OR REPLACE TEMP TABLE _exceptional_payments AS
-        SELECT t.rowid AS _row FROM {typed} t
+    held = f"""SELECT t.rowid AS _row FROM {typed} t
         LEFT JOIN (SELECT c.contract_id, a.drop_seq FROM contracts c LEFT JOIN _arrived a USING (contract_id)) x
                ON x.contract_id = t.contract_id
         WHERE t._valid AND (x.contract_id IS NULL OR x.drop_seq > t._drop_seq)
-        UNION SELECT rowid FROM {typed}
+        UNION """
+    con.execute(  # held and released in one left join (an anti-join of the contracts took twice as long)
+        f"""CREATE OR REPLACE TEMP TABLE _exceptional_payments AS
+        {held if contracts else ''}SELECT rowid AS _row FROM {typed}
         WHERE _valid AND payment_id IN (SELECT payment_id FROM _kv UNION ALL SELECT payment_id FROM _seen_payments)"""
     )
 
