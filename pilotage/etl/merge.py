@@ -75,8 +75,9 @@ def _same_content(spec: FileSpec, left: str, right: str) -> str:
 
 
 def _repeats(con: duckdb.DuckDBPyConnection, spec: FileSpec) -> None:
-    """_kv: the keys (and versions) found more than once among the chunk's valid rows, with
-    the place of the first; _firsts: those first rows, to compare the others with."""
+    """_kv: the payment ids found more than once among the chunk's valid rows, with the place
+    and rowid of the first; _firsts: those first rows, to compare the others with. (The
+    versioned kinds get theirs from `_ranks`.)"""
     keys = _quoted(_keys(spec))
     # grouping millions of text keys is slow: group their 64-bit hashes, then check the few candidates
     con.execute(
@@ -100,9 +101,11 @@ def _ranks(con: duckdb.DuckDBPyConnection, spec: FileSpec) -> None:
     that an earlier drop of the chunk brought (stale). Then _kv and _firsts, as `_repeats` makes
     them for payments.
 
-    One sort serves all three (the first row of a version has only higher versions before it, so
-    the earliest drop among the rows before it says whether it is behind): the three aggregations
-    it replaces took a third longer on the scale-4 contracts.
+    One sort serves all three: the first row of a version has only higher versions before it, so
+    the earliest drop among the rows before it says whether it is behind. (A later row of a
+    repeated version may be flagged behind by an earlier copy of its own version: it is repeated,
+    hence classified anyway, and `behind` only decides between stale and new for first rows.) The
+    three passes it replaces took 2.9 s for the scale-4 contracts and prescriptions, this 2.6 s.
     """
     keys = _quoted(spec.key)
     typed = typed_table(spec)
