@@ -26,7 +26,7 @@ import pyarrow as pa
 from pilotage.etl import merge
 from pilotage.etl.drop import Drop, DropRefused, drop_date, find_drops, inspect_drop, read_control_fingerprint
 from pilotage.etl.quarantine import gather_rejects, store_rejects
-from pilotage.etl.spec import CONTRACTS, ENVELOPES, FILES, PAYMENTS, PRESCRIPTIONS
+from pilotage.etl.spec import CONTRACTS, ENVELOPES, FILES, PRESCRIPTIONS
 from pilotage.etl.stage import build_line_maps, stage_chunk
 from pilotage.etl.validate import typed_table
 from pilotage.warehouse import Warehouse

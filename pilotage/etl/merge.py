@@ -24,9 +24,10 @@ cancellation, or to `held_payments` until its contract arrives.
 Almost every row is ordinary (new, sent once, nothing to compare it with):
 narrow passes on keys find the few that are not (`_exceptional_<kind>`),
 only those are classified row by row (`_class_<kind>`), and the ordinary
-ones go straight from the typed table to the warehouse. Repeats within a
-chunk are found by aggregation (which key appears more than once, which row
-came first) rather than by ranking every row.
+ones go straight from the typed table to the warehouse. Repeated payment ids
+are found by aggregation (which id appears more than once, which row came
+first); for the versioned kinds, one window over each key's rows finds the
+repeated, the stale and the top rows at once (`_ranks`).
 """
 
 from __future__ import annotations
@@ -88,6 +89,11 @@ def _repeats(con: duckdb.DuckDBPyConnection, spec: FileSpec) -> None:
         FROM {typed_table(spec)} t WHERE _valid AND hash({keys}) IN (SELECT h FROM candidates)
         GROUP BY {keys} HAVING count(*) > 1"""
     )
+    _fetch_firsts(con, spec)
+
+
+def _fetch_firsts(con: duckdb.DuckDBPyConnection, spec: FileSpec) -> None:
+    """_firsts: the typed rows _kv names as the first of each repeated key."""
     con.execute(  # by rowid: DuckDB fetches those rows alone instead of scanning the whole table
         f"CREATE OR REPLACE TEMP TABLE _firsts AS "
         f"SELECT * FROM {typed_table(spec)} WHERE rowid IN (SELECT first_row FROM _kv)"
@@ -128,7 +134,7 @@ def _ranks(con: duckdb.DuckDBPyConnection, spec: FileSpec) -> None:
         SELECT {_quoted(_keys(spec))}, min(_order) AS first, arg_min(_row, _order) AS first_row
         FROM _ranked WHERE repeated GROUP BY ALL"""
     )
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _firsts AS SELECT * FROM {typed} WHERE rowid IN (SELECT first_row FROM _kv)")
+    _fetch_firsts(con, spec)
 
 
 def exceptional_table(spec: FileSpec) -> str:
@@ -353,7 +359,9 @@ def merge_payments(con: duckdb.DuckDBPyConnection) -> None:
     # first, and the held ones looked for only if some are missing
     none_released = con.sql(f"""SELECT coalesce((SELECT max(drop_seq) FROM _arrived), -1)
                            <= coalesce((SELECT min(_drop_seq) FROM {typed} WHERE _valid), -1)""").fetchall()[0][0]
-    _exceptional_payments(con, contracts=not none_released)
+    _exceptional_payments(con)
+    if not none_released:
+        _add_held_payments(con)
     inserted = con.execute(  # the ordinary payments: new, straight from the typed table
         f"""INSERT INTO payments
         SELECT {', '.join(f't."{c}"' for c in spec.column_names)}, t.drop_date,
@@ -365,11 +373,7 @@ def merge_payments(con: duckdb.DuckDBPyConnection) -> None:
         ordinary = con.sql(f"SELECT count(*) FROM {typed} WHERE _valid "
                            "AND rowid NOT IN (SELECT _row FROM _exceptional_payments)").fetchall()[0][0]
         if inserted < ordinary:  # the others' contract is unknown
-            con.execute(
-                f"""INSERT INTO _exceptional_payments SELECT t.rowid FROM {typed} t
-                LEFT JOIN contracts c ON c.contract_id = t.contract_id
-                WHERE t._valid AND c.contract_id IS NULL AND t.rowid NOT IN (SELECT _row FROM _exceptional_payments)"""
-            )
+            _add_held_payments(con)
     first = f"(k.first IS NULL OR {ORDER.format(t='t')} = k.first)"
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE {class_table(spec)} AS
@@ -406,24 +410,27 @@ def merge_payments(con: duckdb.DuckDBPyConnection) -> None:
     _remember_earliest_drop(con, spec, "payments", "held_payments")
 
 
-def _exceptional_payments(con: duckdb.DuckDBPyConnection, contracts: bool) -> None:
-    """_exceptional_payments: the rows of the valid payments that are not simply new.
+def _exceptional_payments(con: duckdb.DuckDBPyConnection) -> None:
+    """_exceptional_payments: the rows of the valid payments repeated in the chunk or sent before
+    (the ids of _kv and _seen_payments); `_add_held_payments` adds the held and released ones.
+    Every other valid payment is `new`."""
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _exceptional_payments AS SELECT rowid AS _row FROM {typed_table(PAYMENTS)}
+        WHERE _valid AND payment_id IN (SELECT payment_id FROM _kv UNION ALL SELECT payment_id FROM _seen_payments)"""
+    )
 
-    Those repeated in the chunk or sent before (the ids of _kv and
-    _seen_payments) and, with `contracts`, those whose contract is unknown (to
-    hold) or came with a later drop of the chunk (held, then released at once).
-    Every other valid payment is `new`.
-    """
+
+def _add_held_payments(con: duckdb.DuckDBPyConnection) -> None:
+    """Add to _exceptional_payments the valid payments whose contract is unknown (to hold) or came
+    with a later drop of the chunk (held, then released at once): one left join (an anti-join of
+    the contracts took twice as long)."""
     typed = typed_table(PAYMENTS)
-    held = f"""SELECT t.rowid AS _row FROM {typed} t
+    con.execute(
+        f"""INSERT INTO _exceptional_payments SELECT t.rowid FROM {typed} t
         LEFT JOIN (SELECT c.contract_id, a.drop_seq FROM contracts c LEFT JOIN _arrived a USING (contract_id)) x
                ON x.contract_id = t.contract_id
         WHERE t._valid AND (x.contract_id IS NULL OR x.drop_seq > t._drop_seq)
-        UNION """
-    con.execute(  # held and released in one left join (an anti-join of the contracts took twice as long)
-        f"""CREATE OR REPLACE TEMP TABLE _exceptional_payments AS
-        {held if contracts else ''}SELECT rowid AS _row FROM {typed}
-        WHERE _valid AND payment_id IN (SELECT payment_id FROM _kv UNION ALL SELECT payment_id FROM _seen_payments)"""
+              AND t.rowid NOT IN (SELECT _row FROM _exceptional_payments)"""
     )
 
 

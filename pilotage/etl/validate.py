@@ -107,7 +107,7 @@ def create_typed_table(con: duckdb.DuckDBPyConnection, spec: FileSpec) -> None:
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE {typed_table(spec)} ("
         + ", ".join(f'"{c.name}" {c.sql_type}' for c in spec.columns)
-        + f", _valid BOOLEAN, _raw VARCHAR[], _bad_fields BOOLEAN, _file_id INTEGER, _drop_seq INTEGER,"
+        + ", _valid BOOLEAN, _raw VARCHAR[], _bad_fields BOOLEAN, _file_id INTEGER, _drop_seq INTEGER,"
           " drop_date DATE)"
     )
 
