@@ -6,15 +6,11 @@ cube model without importing the compiler (which uses the measures).
 
 from __future__ import annotations
 
-from importlib import import_module
+from pilotage.lazy import lazy_getattr
 
 __all__ = ["Cube", "QueryError", "Scope", "ScopeError"]
 
 _HOME = {"Cube": "pilotage.cubes.cube", "QueryError": "pilotage.cubes.compiler",
          "Scope": "pilotage.cubes.scope", "ScopeError": "pilotage.cubes.scope"}
 
-
-def __getattr__(name: str):
-    if name in _HOME:
-        return getattr(import_module(_HOME[name]), name)
-    raise AttributeError(f"module 'pilotage.cubes' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _HOME)

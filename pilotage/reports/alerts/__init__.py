@@ -12,7 +12,7 @@ Names are imported on first use, like `pilotage.reports.delivery` (the evaluatio
 
 from __future__ import annotations
 
-from importlib import import_module
+from pilotage.lazy import lazy_getattr
 
 _HOME = {
     "AlertRulesError": "pilotage.reports.alerts.rules",
@@ -38,8 +38,4 @@ _HOME = {
 
 __all__ = sorted(_HOME)
 
-
-def __getattr__(name: str):
-    if name in _HOME:
-        return getattr(import_module(_HOME[name]), name)
-    raise AttributeError(f"module 'pilotage.reports.alerts' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _HOME)

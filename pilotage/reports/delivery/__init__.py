@@ -6,7 +6,7 @@ configuration does not import the mail machinery.
 
 from __future__ import annotations
 
-from importlib import import_module
+from pilotage.lazy import lazy_getattr
 
 _HOME = {
     "Config": "pilotage.reports.delivery.config",
@@ -32,8 +32,4 @@ _HOME = {
 
 __all__ = sorted(_HOME)
 
-
-def __getattr__(name: str):
-    if name in _HOME:
-        return getattr(import_module(_HOME[name]), name)
-    raise AttributeError(f"module 'pilotage.reports.delivery' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _HOME)
